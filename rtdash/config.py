@@ -1,0 +1,336 @@
+"""Settings: read from the environment, a ``.env`` file and ``--args``, validated once, at startup.
+
+Every setting is a typed, documented ``param`` parameter.  The environment variable of a
+setting is its name upper-cased with an ``RTDASH_`` prefix (``price_interval`` ->
+``RTDASH_PRICE_INTERVAL``), except the API keys, which keep their providers' usual names
+and may only come from the environment or ``.env`` (never from the command line, where
+they would show in ``ps``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+import param
+from dotenv import dotenv_values
+
+log = logging.getLogger("rtdash")
+
+DEFAULT_CITIES = [
+    "San Francisco",
+    "Los Angeles",
+    "Santa Barbara",
+    "Sacramento",
+    "Fresno",
+    "San Diego",
+    "San Luis Obispo",
+]
+
+SECRET_ENV = {"coincap_api_key": "COINCAP_API_KEY", "openweather_api_key": "OPENWEATHER_API_KEY"}
+
+DURATION_HELP = "a positive duration such as 500ms, 5s, 2min, 90d (a bare number means seconds)"
+
+
+class SettingsError(ValueError):
+    """A user's configuration mistake: one line naming the setting, the value and what is accepted."""
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a pandas-style duration (``500ms``, ``5s``, ``2min``, ``1h``); a bare number is seconds."""
+    text = str(text).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = pd.Timedelta(text).total_seconds()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(text) from exc
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(text)
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The inverse of :func:`parse_duration` for messages: ``0.5`` -> ``500ms``, ``120`` -> ``2min``."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}min"
+    return f"{seconds:g}s"
+
+
+def split_list(text: str) -> list[str]:
+    return [item.strip() for item in str(text).split(",") if item.strip()]
+
+
+class Settings(param.Parameterized):
+    """Everything rtdash can be told.  Build it with :meth:`Settings.load`."""
+
+    price_source = param.Selector(
+        default="auto",
+        objects=["auto", "coinbase", "coincap", "simulated"],
+        doc="Price provider; auto = CoinCap when COINCAP_API_KEY is set, else Coinbase, simulated while offline.",
+    )
+    weather_source = param.Selector(
+        default="auto",
+        objects=["auto", "open-meteo", "openweather", "simulated"],
+        doc="Weather provider; auto = OpenWeather when OPENWEATHER_API_KEY is set, else Open-Meteo.",
+    )
+    assets = param.List(default=["BTC"], item_type=str, bounds=(1, None), doc="Asset symbols to track.")
+    quote = param.String(default="USD", regex=r"^[A-Z]{3,5}$", doc="Quote currency of the prices.")
+    cities = param.List(default=list(DEFAULT_CITIES), item_type=str, bounds=(1, None), doc="City names to watch.")
+    price_interval = param.Number(default=5.0, bounds=(0, None), inclusive_bounds=(False, True), doc="Seconds.")
+    weather_interval = param.Number(default=120.0, bounds=(0, None), inclusive_bounds=(False, True), doc="Seconds.")
+    units = param.Selector(default="metric", objects=["metric", "imperial"], doc="°C, m/s or °F, mph.")
+    backlog = param.Integer(default=1000, bounds=(1, None), doc="Points kept per live series.")
+    timeout = param.Number(default=10.0, bounds=(0, None), inclusive_bounds=(False, True), doc="HTTP timeout, s.")
+    backoff_max = param.Number(
+        default=300.0, bounds=(0, None), inclusive_bounds=(False, True), doc="Longest wait between retries, s."
+    )
+    seed = param.Integer(default=0, doc="Seed of the simulated source.")
+    tiles = param.String(default="CartoLight", doc="Map tile source name, or 'none' for plain axes.")
+    log_format = param.Selector(default="text", objects=["text", "json"], doc="Server log line format.")
+    store = param.String(
+        default="data/rtdash.duckdb",
+        doc="Where history lives: a file path (embedded DuckDB), a postgresql:// URL, or 'none' to keep none.",
+    )
+    retention = param.Number(
+        default=None,
+        allow_None=True,
+        bounds=(0, None),
+        inclusive_bounds=(False, True),
+        doc="Seconds of history kept (e.g. 90d); unset or 'none' keeps everything.",
+    )
+    role = param.Selector(
+        default="all",
+        objects=["all", "collector", "viewer"],
+        doc="all = poll and serve; collector = poll and store only; viewer = follow the store, poll nothing.",
+    )
+    coincap_api_key = param.String(default=None, allow_None=True, precedence=-1, doc="CoinCap v3 key (secret).")
+    openweather_api_key = param.String(default=None, allow_None=True, precedence=-1, doc="OpenWeather key (secret).")
+    coinbase_url = param.String(default="https://api.coinbase.com", doc="Coinbase API base URL.")
+    coincap_url = param.String(default="https://rest.coincap.io", doc="CoinCap API base URL.")
+    openmeteo_url = param.String(default="https://api.open-meteo.com", doc="Open-Meteo forecast base URL.")
+    openmeteo_geocoding_url = param.String(
+        default="https://geocoding-api.open-meteo.com", doc="Open-Meteo geocoding base URL."
+    )
+    openweather_url = param.String(default="https://api.openweathermap.org", doc="OpenWeather API base URL.")
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        argv: Sequence[str] = (),
+        dotenv: str | os.PathLike | None = ".env",
+        **overrides,
+    ) -> Settings:
+        """Settings from ``.env`` < environment < ``--args`` < keyword overrides, validated.
+
+        Raises :class:`SettingsError` with a one-line message on the first invalid value.
+        """
+        environ = os.environ if environ is None else environ
+        raw: dict[str, str] = {}
+        if dotenv is not None and Path(dotenv).is_file():
+            raw.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        raw.update(environ)
+        raw.update(_parse_argv(argv))
+        values = {}
+        for name in cls._setting_names():
+            env = env_name(name)
+            if env in raw:
+                values[name] = _convert(cls, name, env, raw[env])
+        values.update(overrides)
+        try:
+            settings = cls(**values)
+        except ValueError as exc:  # a programmatic override that param rejects
+            raise SettingsError(str(exc).splitlines()[0]) from None
+        settings.validate()
+        return settings
+
+    @classmethod
+    def _setting_names(cls) -> list[str]:
+        return [name for name in cls.param if name != "name"]
+
+    # -- validation across settings -----------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        if self.price_source == "coincap" and not self.coincap_api_key:
+            raise SettingsError(
+                "RTDASH_PRICE_SOURCE=coincap needs COINCAP_API_KEY (in the environment or .env); "
+                "or use coinbase, which needs no key"
+            )
+        if self.weather_source == "openweather" and not self.openweather_api_key:
+            raise SettingsError(
+                "RTDASH_WEATHER_SOURCE=openweather needs OPENWEATHER_API_KEY (in the environment or .env); "
+                "or use open-meteo, which needs no key"
+            )
+        for name in ("coinbase_url", "coincap_url", "openmeteo_url", "openmeteo_geocoding_url", "openweather_url"):
+            value = getattr(self, name)
+            if not re.match(r"^https?://[^/\s]+", value or ""):
+                raise SettingsError(f"{env_name(name)}={value!r} is invalid: expected an http:// or https:// URL")
+        if self.price_provider == "coincap" and self.quote != "USD":
+            raise SettingsError(f"RTDASH_QUOTE={self.quote!r} is invalid with CoinCap: expected USD (or use coinbase)")
+        for name in ("assets", "cities"):
+            values = getattr(self, name)
+            if not values:
+                raise SettingsError(f"{env_name(name)} is empty: give a comma-separated list of at least one name")
+
+    # -- derived values -----------------------------------------------------------------------------------------
+
+    @property
+    def secrets(self) -> list[str]:
+        """The API keys that are set: to be removed from every message."""
+        return [key for key in (self.coincap_api_key, self.openweather_api_key) if key]
+
+    @property
+    def price_provider(self) -> str:
+        """The live price provider that ``auto`` stands for (or the one chosen)."""
+        if self.price_source == "auto":
+            return "coincap" if self.coincap_api_key else "coinbase"
+        return self.price_source
+
+    @property
+    def weather_provider(self) -> str:
+        if self.weather_source == "auto":
+            return "openweather" if self.openweather_api_key else "open-meteo"
+        return self.weather_source
+
+    def limit_warnings(self) -> list[str]:
+        """Settings that would exceed a provider's documented limits, each with the arithmetic."""
+        warnings = []
+        month, day = 30 * 86400, 86400
+        if self.price_provider == "coincap":
+            calls = len(self.assets) * month / self.price_interval
+            if calls > 2500:
+                need = len(self.assets) * month / 2500
+                warnings.append(
+                    f"CoinCap: {len(self.assets)} asset(s) every {format_duration(self.price_interval)} is "
+                    f"{calls:,.0f} calls a month, over the free plan's ~2,500 credits; "
+                    f"RTDASH_PRICE_INTERVAL of at least {format_duration(math.ceil(need))} stays inside it"
+                )
+        if self.weather_provider == "open-meteo":
+            per_day = len(self.cities) * day / self.weather_interval
+            per_min = len(self.cities) * 60 / self.weather_interval
+            if per_day > 10000 or per_min > 600:
+                need = max(len(self.cities) * day / 10000, len(self.cities) * 60 / 600)
+                warnings.append(
+                    f"Open-Meteo: {len(self.cities)} cities every {format_duration(self.weather_interval)} is "
+                    f"{per_day:,.0f} calls a day (each city counts), over the 10,000 a day allowed; "
+                    f"RTDASH_WEATHER_INTERVAL of at least {format_duration(math.ceil(need))} stays inside it"
+                )
+        if self.weather_provider == "openweather":
+            per_min = len(self.cities) * 60 / self.weather_interval
+            if per_min > 60:
+                warnings.append(
+                    f"OpenWeather: {len(self.cities)} cities every {format_duration(self.weather_interval)} is "
+                    f"{per_min:,.0f} calls a minute (one per city), over the free plan's 60; "
+                    f"RTDASH_WEATHER_INTERVAL of at least {format_duration(math.ceil(len(self.cities)))} stays inside it"
+                )
+        return warnings
+
+    def key(self) -> tuple:
+        """A hashable identity: the shared live stream of a process is kept per distinct settings."""
+        return tuple((name, _hashable(getattr(self, name))) for name in self._setting_names())
+
+    def describe(self) -> dict[str, object]:
+        """Settings for display, with the keys replaced by whether they are set."""
+        out: dict[str, object] = {}
+        for name in self._setting_names():
+            value = getattr(self, name)
+            out[env_name(name)] = ("set" if value else "unset") if name in SECRET_ENV else value
+        return out
+
+
+def env_name(name: str) -> str:
+    return SECRET_ENV.get(name, f"RTDASH_{name.upper()}")
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _accepted(p: param.Parameter) -> str:
+    if isinstance(p, param.Selector):
+        return "one of " + ", ".join(p.objects)
+    return p.doc or "a valid value"
+
+
+def _convert(cls: type[Settings], name: str, env: str, text: str):
+    """One environment string to the parameter's type, or a one-line SettingsError."""
+    p = cls.param[name]
+    text = str(text).strip()
+    shown = "<hidden>" if name in SECRET_ENV else repr(text)
+    try:
+        if name in SECRET_ENV:
+            return text or None
+        if isinstance(p, param.Selector):
+            value = text.lower()
+            if value not in p.objects:
+                close = difflib.get_close_matches(value, p.objects, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise SettingsError(f"{env}={shown} is invalid: expected one of {', '.join(p.objects)}{hint}")
+            return value
+        if isinstance(p, param.List):
+            items = split_list(text)
+            if not items:
+                raise SettingsError(f"{env}={shown} is invalid: expected a comma-separated list of at least one name")
+            return [item.upper() for item in items] if name == "assets" else items
+        if isinstance(p, param.Integer):
+            value = int(text)
+            lower = p.bounds[0] if p.bounds else None
+            if lower is not None and value < lower:
+                raise SettingsError(f"{env}={shown} is invalid: expected a whole number of at least {lower}")
+            return value
+        if isinstance(p, param.Number):
+            if p.allow_None and text.lower() in ("", "none", "off"):
+                return None
+            return parse_duration(text)
+        if name == "quote":
+            value = text.upper()
+            if not re.match(p.regex, value):
+                raise SettingsError(f"{env}={shown} is invalid: expected a currency code such as USD, EUR, GBP")
+            return value
+        return text
+    except SettingsError:
+        raise
+    except ValueError:
+        if isinstance(p, param.Integer):
+            accepted = "a whole number" + (f" of at least {p.bounds[0]}" if p.bounds and p.bounds[0] else "")
+        elif isinstance(p, param.Number):
+            accepted = DURATION_HELP
+        else:
+            accepted = _accepted(p)
+        raise SettingsError(f"{env}={shown} is invalid: expected {accepted}") from None
+
+
+def _parse_argv(argv: Sequence[str]) -> dict[str, str]:
+    """``--price-interval 1s --assets=BTC,ETH`` -> ``{"RTDASH_PRICE_INTERVAL": "1s", "RTDASH_ASSETS": "BTC,ETH"}``."""
+    names = {name.replace("_", "-"): name for name in Settings._setting_names() if name not in SECRET_ENV}
+    out: dict[str, str] = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--"):
+            raise SettingsError(f"unexpected argument {arg!r}: expected --setting value, e.g. --price-interval 5s")
+        flag, _, value = arg[2:].partition("=")
+        if flag not in names:
+            if flag.replace("-", "_") in SECRET_ENV:
+                raise SettingsError(f"--{flag} is not accepted: API keys come from the environment or .env only")
+            close = difflib.get_close_matches(flag, names, n=1)
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            raise SettingsError(f"unknown option --{flag}{hint}: accepted are --" + ", --".join(sorted(names)))
+        if not _:
+            if not args:
+                raise SettingsError(f"--{flag} needs a value")
+            value = args.pop(0)
+        out[env_name(names[flag])] = value
+    return out

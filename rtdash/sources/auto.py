@@ -1,0 +1,59 @@
+"""``auto``: the live provider, and simulated rows only until live data has been seen once."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import param
+
+from .base import Source, SourceError
+
+
+class AutoSource(Source):
+    """Asks ``live``; while no live fetch has ever succeeded, a failure yields ``fallback`` rows instead.
+
+    ``simulated`` and ``fallback_reason`` say when the rows are made up.  Once live data has been seen the
+    fallback is never used again: a live failure raises, and the poller marks the data stale.
+    """
+
+    live = param.ClassSelector(class_=Source, precedence=-1)
+    fallback = param.ClassSelector(class_=Source, precedence=-1)
+    fallback_reason = param.String(default=None, allow_None=True, doc="Why the rows are simulated.")
+    live_seen = param.Boolean(default=False)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.kind = self.live.kind
+        self._live_not_before = 0.0
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return self.live.label
+
+    @property
+    def provider(self) -> str:
+        return self.fallback.label if self.simulated else self.live.label
+
+    def fetch(self) -> pd.DataFrame:
+        if self.live_seen:
+            return self.live.fetch()
+        if time.monotonic() >= self._live_not_before:
+            try:
+                df = self.live.fetch()
+            except SourceError as exc:
+                # Honour Retry-After even while showing simulated rows.
+                self._live_not_before = time.monotonic() + (exc.retry_after or 0)
+                self.fallback_reason = str(exc)
+            else:
+                with param.edit_constant(self):
+                    self.simulated = False
+                self.live_seen, self.fallback_reason = True, None
+                return df
+        with param.edit_constant(self):
+            self.simulated = True
+        return self.fallback.fetch()
+
+    def close(self) -> None:
+        self.live.close()
+        self.fallback.close()

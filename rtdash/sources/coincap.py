@@ -1,0 +1,69 @@
+"""CoinCap v3 asset prices: needs ``COINCAP_API_KEY``; one request per asset, every number a string."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .base import SourceError
+from .http import HTTPSource, unexpected
+
+# CoinCap names assets by id, not by symbol.
+COINCAP_IDS = {
+    "BTC": "bitcoin",
+    "ETH": "ethereum",
+    "SOL": "solana",
+    "DOGE": "dogecoin",
+    "ADA": "cardano",
+    "XRP": "xrp",
+    "LTC": "litecoin",
+    "DOT": "polkadot",
+    "BNB": "binance-coin",
+    "AVAX": "avalanche",
+    "LINK": "chainlink",
+    "MATIC": "polygon",
+    "USDT": "tether",
+    "USDC": "usd-coin",
+}
+
+
+def coincap_error(body) -> str | None:
+    """CoinCap's error bodies are undocumented: ``{"error": "..."}`` (or ``"message"``) is taken as one."""
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    if isinstance(body, dict) and "data" not in body and body.get("message"):
+        return str(body["message"])
+    return None
+
+
+def parse_asset(body, provider: str = "CoinCap") -> tuple[float, pd.Timestamp | None]:
+    """``(priceUsd, timestamp)`` of a ``/v3/assets/{id}`` answer; numbers come as strings, time in ms."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or data.get("priceUsd") is None:
+        raise unexpected(provider, "no data.priceUsd")
+    try:
+        price = float(data["priceUsd"])
+    except (TypeError, ValueError):
+        raise unexpected(provider, f"priceUsd {data['priceUsd']!r} is not a number") from None
+    stamp = body.get("timestamp")
+    time = pd.Timestamp(int(stamp), unit="ms", tz="UTC") if isinstance(stamp, int | float) else None
+    return price, time
+
+
+class CoinCapSource(HTTPSource):
+    kind = "price"
+    source_type = "coincap"
+    label = "CoinCap"
+    needs_key = "COINCAP_API_KEY"
+    read_error = staticmethod(coincap_error)
+
+    def fetch_one(self, asset: str) -> dict:
+        s = self.settings
+        if s.quote != "USD":
+            raise SourceError(f"{self.label}: prices are in USD only, not {s.quote} (set RTDASH_QUOTE=USD)")
+        asset_id = COINCAP_IDS.get(asset, asset.lower())
+        body = self.get(
+            f"{s.coincap_url.rstrip('/')}/v3/assets/{asset_id}",
+            headers={"Authorization": f"Bearer {s.coincap_api_key}"},
+        )
+        price, time = parse_asset(body, self.label)
+        return {"time": time or pd.Timestamp.now(tz="UTC"), "asset": asset, "quote": s.quote, "price": price}

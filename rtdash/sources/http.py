@@ -1,0 +1,127 @@
+"""HTTP for the providers: one pooled ``requests.Session`` each, and answers checked by status *and* body."""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from .. import __version__
+from .base import Source, SourceError, redact
+
+USER_AGENT = f"rtdash/{__version__} (+https://github.com/rtdash/rtdash)"
+
+# A provider's message out of its JSON error body, or None when the body is not an error envelope.
+ErrorReader = Callable[[Any], "str | None"]
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    session.headers["Accept"] = "application/json"
+    return session
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _snippet(text: str, limit: int = 120) -> str:
+    """A one-line excerpt of a non-JSON body: an HTML page is reduced to its title or its text."""
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+    text = title.group(1) if title else re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(html.unescape(text).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def get_json(
+    session: requests.Session,
+    url: str,
+    *,
+    provider: str,
+    timeout: float,
+    read_error: ErrorReader,
+    params: dict | None = None,
+    headers: dict | None = None,
+    secrets: list[str] | tuple[str, ...] = (),
+) -> Any:
+    """GET ``url`` and return its JSON body, or raise :class:`SourceError` with the provider's own reason.
+
+    Errors are recognised by the HTTP status *and* by the body (some providers report errors with a 200),
+    and messages never contain the request URL's query (where keys live) nor any of ``secrets``.
+    """
+    try:
+        response = session.get(url, params=params, headers=headers, timeout=timeout)
+    except requests.Timeout:
+        raise SourceError(f"{provider}: no answer within {timeout:g} s") from None
+    except requests.ConnectionError as exc:
+        reason = "cannot resolve host" if "resolve" in str(exc) or "Name or service" in str(exc) else "cannot connect"
+        host = requests.utils.urlparse(url).netloc
+        raise SourceError(f"{provider}: {reason} {host}") from None
+    except requests.RequestException as exc:
+        raise SourceError(redact(f"{provider}: {type(exc).__name__}", secrets)) from None
+
+    status = response.status_code
+    wait = retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+    try:
+        body = response.json()
+    except ValueError:
+        text = _snippet(response.text)
+        if status >= 400:
+            detail = f": {text}" if text else ""
+            message = f"{provider}: HTTP {status} {response.reason or ''}".rstrip() + detail
+        else:
+            kind = "an HTML page" if "<html" in response.text[:500].lower() else "invalid JSON"
+            message = f"{provider}: answered with {kind} instead of data" + (f" ({text})" if text else "")
+        raise SourceError(redact(message, secrets), retry_after=wait, status=status) from None
+
+    message = read_error(body)
+    if status >= 400 or message:
+        reason = message or f"HTTP {status} {response.reason or ''}".rstrip()
+        prefix = f"{provider}: HTTP {status}: " if status >= 400 else f"{provider}: "
+        raise SourceError(redact(prefix + reason, secrets), retry_after=wait, status=status)
+    return body
+
+
+def unexpected(provider: str, what: str) -> SourceError:
+    """The error for a well-formed answer of the wrong shape."""
+    return SourceError(f"{provider}: unexpected answer ({what})")
+
+
+class HTTPSource(Source):
+    """A provider reached over HTTP: one pooled session, the settings' timeout, keys kept out of messages."""
+
+    read_error: ErrorReader = staticmethod(lambda body: None)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.session = new_session()
+
+    def get(self, url: str, *, params: dict | None = None, headers: dict | None = None) -> Any:
+        return get_json(
+            self.session,
+            url,
+            provider=self.label,
+            timeout=self.settings.timeout,
+            read_error=type(self).read_error,
+            params=params,
+            headers=headers,
+            secrets=self.settings.secrets,
+        )
+
+    def close(self) -> None:
+        self.session.close()

@@ -1,0 +1,326 @@
+"""One poller per source per process: a streamz ``PeriodicDataFrame`` that never blocks and never dies.
+
+The ``PeriodicDataFrame`` is the clock.  Its callback runs on streamz's IOLoop thread, so it only *starts* a
+fetch on the poller's own worker thread (unless one is in flight or a backoff is running) and returns an empty
+frame at once.  When a fetch completes, the worker emits the rows into the same streamz stream; the sink keeps the
+last ``backlog`` rows per series and hands the new rows to every subscriber on that subscriber's own loop.
+
+A slow or hanging provider therefore delays nothing but its own next fetch, and an exception never reaches
+streamz (which would stop the ``PeriodicDataFrame`` for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pandas as pd
+import panel as pn
+import param
+from streamz.dataframe import PeriodicDataFrame
+
+from ..config import format_duration
+from ..sources import SERIES, Source, SourceError, empty_frame, redact
+
+log = logging.getLogger("rtdash.stream")
+
+STATES = ["starting", "ok", "stale", "error"]
+
+
+class SourceStatus(param.Parameterized):
+    """What a source is doing, for the badges and the health endpoint.  Written by the poller's worker thread."""
+
+    kind = param.String(doc="price or weather")
+    provider = param.String(doc="Who answers: Coinbase, Open-Meteo, Simulated ...")
+    state = param.Selector(default="starting", objects=STATES)
+    simulated = param.Boolean(default=False, doc="The rows are simulated because live data was never reached.")
+    fallback_reason = param.String(default=None, allow_None=True)
+    last_success = param.Date(default=None, allow_None=True)
+    last_attempt = param.Date(default=None, allow_None=True)
+    last_error = param.String(default=None, allow_None=True, doc="The provider's message, keys removed.")
+    last_error_time = param.Date(default=None, allow_None=True)
+    detail = param.String(default=None, allow_None=True, doc="Series that failed while others answered.")
+    failures = param.Integer(default=0, doc="Consecutive failed fetches.")
+    next_retry = param.Date(default=None, allow_None=True, doc="When the next attempt is due after a failure.")
+    fetches = param.Integer(default=0, doc="Fetches attempted since start.")
+    errors = param.Integer(default=0, doc="Fetches failed since start.")
+    rows = param.Integer(default=0, doc="Rows received since start.")
+    interval = param.Number(default=None, allow_None=True)
+
+    def snapshot(self) -> dict:
+        """A JSON-ready copy (times as ISO strings)."""
+        out = {}
+        for name in self.param:
+            if name == "name":
+                continue
+            value = getattr(self, name)
+            out[name] = value.isoformat() if hasattr(value, "isoformat") else value
+        return out
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+class Subscription:
+    """A subscriber of a poller: new rows reach ``callback`` on the loop that subscribed, in order."""
+
+    _ids = itertools.count()
+
+    def __init__(self, poller: Poller, callback: Callable[[pd.DataFrame], None], dispatch: Callable | None):
+        self.id = next(self._ids)
+        self.poller = poller
+        self.callback = callback
+        self._dispatch = dispatch
+        self.history: pd.DataFrame = empty_frame(poller.kind)
+
+    def deliver(self, df: pd.DataFrame) -> None:
+        if self._dispatch is None:
+            self.callback(df)
+        else:
+            self._dispatch(lambda: self.callback(df))
+
+    def cancel(self) -> None:
+        self.poller._unsubscribe(self.id)
+
+    @property
+    def active(self) -> bool:
+        return self.id in self.poller._subscribers
+
+
+def _current_dispatch() -> tuple[Callable | None, object | None]:
+    """How to run a callback on the caller's loop: the Bokeh document's next tick in a Panel server session,
+    the running asyncio loop in a Jupyter kernel, or directly (a plain script, a test)."""
+    doc = pn.state.curdoc
+    if doc is not None and getattr(doc, "session_context", None) is not None:
+        return doc.add_next_tick_callback, doc
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None, None
+    return loop.call_soon_threadsafe, None
+
+
+class Poller:
+    """Polls one source every ``interval`` seconds and fans the rows out to subscribers."""
+
+    def __init__(self, source: Source, interval: float, *, backlog: int, backoff_max: float, secrets=()):
+        self.source = source
+        self.kind = source.kind
+        self.interval = interval
+        self.backlog = backlog
+        self.backoff_max = max(backoff_max, interval)
+        self.secrets = list(secrets)
+        self.status = SourceStatus(kind=self.kind, provider=source.provider, interval=interval)
+        self._history = empty_frame(self.kind)
+        self._empty = empty_frame(self.kind)
+        self._lock = threading.RLock()
+        self._subscribers: dict[int, Subscription] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rtdash-{self.kind}")
+        self._inflight: Future | None = None
+        self._inflight_since = 0.0
+        self._next_attempt = 0.0  # monotonic; a failure pushes it back
+        self._retry_after_until = 0.0  # monotonic; a 429's Retry-After, which even Refresh respects
+        self._running = False
+        self.updates = 0  # deliveries made to subscribers, for the metrics
+        # The constructor calls _tick once, synchronously: it must not fetch yet (no sink is attached).
+        self.frame = PeriodicDataFrame(self._tick, interval=pd.Timedelta(seconds=interval), start=False)
+        self.frame.stream.filter(len).sink(self._publish)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def start(self) -> Poller:
+        if not self._running:
+            self._running = True
+            self._submit()  # the first fetch now, not one interval from now
+            self.frame.start()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        self.frame.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.source.close()
+
+    # -- the clock: runs on streamz's IOLoop thread, must not block or raise ---------------------------------------
+
+    def _tick(self, **_) -> pd.DataFrame:
+        try:
+            if self._running:
+                self._maybe_submit()
+        except Exception:  # pragma: no cover - a bug here must not stop the PeriodicDataFrame
+            log.exception("poller tick failed")
+        return self._empty
+
+    def _maybe_submit(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._inflight is not None:
+                waited = now - self._inflight_since
+                if waited > self.interval + self.source.settings.timeout and self.status.state == "ok":
+                    self.status.param.update(
+                        state="stale", last_error=f"{self.source.provider}: no answer for {waited:.0f} s"
+                    )
+                return
+            if now >= self._next_attempt:
+                self._submit()
+
+    def _submit(self) -> Future:
+        with self._lock:
+            if self._inflight is None:
+                self._inflight_since = time.monotonic()
+                self._inflight = self._executor.submit(self._fetch)
+            return self._inflight
+
+    def fetch_now(self) -> Future:
+        """Fetch at once (the Refresh button).  Callers at the same time share one request.
+
+        The future gives the new rows, or raises :class:`SourceError`; the rows also go to every subscriber.
+        A pending ``Retry-After`` is respected: the future fails at once and says how long to wait.
+        """
+        wait = self._retry_after_until - time.monotonic()
+        if wait > 0 and self._inflight is None:
+            future: Future = Future()
+            future.set_exception(SourceError(f"{self.source.provider}: rate limited, retry in {wait:.0f} s"))
+            return future
+        return self._submit()
+
+    # -- the fetch: runs on the poller's worker thread --------------------------------------------------------------
+
+    def _fetch(self) -> pd.DataFrame:
+        try:
+            df = self.source.fetch()
+        except Exception as exc:
+            error = exc if isinstance(exc, SourceError) else SourceError(f"{self.source.provider}: {exc!r}")
+            if not isinstance(exc, SourceError):
+                log.warning("%s source: unexpected error", self.kind, exc_info=True)
+            self._failed(error)
+            raise error from None
+        finally:
+            with self._lock:
+                self._inflight = None
+        self._succeeded(df)
+        self.frame.emit(df)
+        return df
+
+    def _succeeded(self, df: pd.DataFrame) -> None:
+        s = self.status
+        errors = df.attrs.get("errors") or {}
+        simulated = bool(self.source.simulated)
+        if s.state in ("stale", "error") and s.failures:
+            log.warning("%s source %s recovered after %d failed fetches", self.kind, self.source.provider, s.failures)
+        if simulated and not s.simulated:
+            log.warning(
+                "%s source: showing simulated data, live source unreachable: %s",
+                self.kind,
+                redact(str(getattr(self.source, "fallback_reason", "")), self.secrets),
+            )
+        with self._lock:
+            self._next_attempt = 0.0
+        s.param.update(
+            state="ok",
+            provider=self.source.provider,
+            simulated=simulated,
+            fallback_reason=redact(self.source.fallback_reason, self.secrets) if simulated else None,
+            last_success=_now(),
+            last_attempt=_now(),
+            failures=0,
+            next_retry=None,
+            detail="; ".join(f"{name}: {redact(msg, self.secrets)}" for name, msg in errors.items()) or None,
+            fetches=s.fetches + 1,
+            rows=s.rows + len(df),
+        )
+
+    def _failed(self, error: SourceError) -> None:
+        s = self.status
+        failures = s.failures + 1
+        delay = min(self.backoff_max, self.interval * 2 ** (failures - 1))
+        delay = delay / 2 + random.uniform(0, delay / 2)  # jitter, so that many servers do not retry in step
+        if error.retry_after:
+            delay = max(delay, error.retry_after)
+        now = time.monotonic()
+        with self._lock:
+            self._next_attempt = now + delay
+            if error.retry_after:
+                self._retry_after_until = now + error.retry_after
+        message = redact(str(error), self.secrets)
+        state = "stale" if s.last_success is not None else "error"
+        if state != s.state:
+            log.warning(
+                "%s source %s is %s: %s; retrying in %s",
+                self.kind,
+                self.source.provider,
+                state,
+                message,
+                format_duration(round(delay, 1)),
+            )
+        else:
+            log.debug("%s source failure %d: %s", self.kind, failures, message)
+        s.param.update(
+            state=state,
+            last_error=message,
+            last_error_time=_now(),
+            last_attempt=_now(),
+            failures=failures,
+            next_retry=_now() + pd.Timedelta(seconds=delay),
+            fetches=s.fetches + 1,
+            errors=s.errors + 1,
+        )
+
+    # -- fan-out: runs on streamz's IOLoop thread ---------------------------------------------------------------------
+
+    def _publish(self, df: pd.DataFrame) -> None:
+        with self._lock:
+            history = self._history
+            if len(history) and history["source"].iloc[-1] == "simulated" and df["source"].iloc[0] != "simulated":
+                history = self._empty  # live data arrived: the simulated rows are no longer worth showing
+            history = pd.concat([history, df], ignore_index=True) if len(history) else df.reset_index(drop=True)
+            self._history = history.groupby(SERIES[self.kind], sort=False).tail(self.backlog).reset_index(drop=True)
+            subscribers = list(self._subscribers.values())
+        for sub in subscribers:
+            try:
+                sub.deliver(df)
+                self.updates += 1
+            except Exception:
+                log.debug("dropping a subscriber that cannot take updates", exc_info=True)
+                self._unsubscribe(sub.id)
+
+    def subscribe(self, callback: Callable[[pd.DataFrame], None]) -> Subscription:
+        """Call ``callback(new_rows)`` after every fetch, on the caller's own loop, until cancelled.
+
+        ``subscription.history`` holds the rows collected before, so a new chart starts full; no row is both
+        in it and delivered.  In a Panel server session the subscription ends with the session.
+        """
+        dispatch, doc = _current_dispatch()
+        sub = Subscription(self, callback, dispatch)
+        with self._lock:
+            sub.history = self._history.copy()
+            self._subscribers[sub.id] = sub
+        if doc is not None:
+            pn.state.on_session_destroyed(lambda _context: sub.cancel())
+        return sub
+
+    def _unsubscribe(self, sub_id: int) -> None:
+        with self._lock:
+            self._subscribers.pop(sub_id, None)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def history(self) -> pd.DataFrame:
+        """The last ``backlog`` rows of every series, oldest first."""
+        with self._lock:
+            return self._history.copy()
+
+    def seed(self, df: pd.DataFrame) -> None:
+        """Pre-fill the history (from a store, after a restart) before subscribers arrive."""
+        with self._lock:
+            combined = pd.concat([df, self._history], ignore_index=True) if len(self._history) else df
+            self._history = combined.groupby(SERIES[self.kind], sort=False).tail(self.backlog).reset_index(drop=True)

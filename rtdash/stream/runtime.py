@@ -1,0 +1,73 @@
+"""The process-wide live state: one poller per source per distinct settings, shared by every session."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ..config import Settings
+from ..sources import make_source
+from .poller import Poller
+
+log = logging.getLogger("rtdash")
+
+_runtimes: dict[tuple, Runtime] = {}
+_lock = threading.Lock()
+
+
+class Runtime:
+    """The price and weather pollers of one set of settings."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        for warning in settings.limit_warnings():
+            log.warning("%s", warning)
+        self.pollers: dict[str, Poller] = {
+            kind: Poller(
+                make_source(kind, settings),
+                settings.price_interval if kind == "price" else settings.weather_interval,
+                backlog=settings.backlog,
+                backoff_max=settings.backoff_max,
+                secrets=settings.secrets,
+            )
+            for kind in ("price", "weather")
+        }
+
+    @property
+    def price(self) -> Poller:
+        return self.pollers["price"]
+
+    @property
+    def weather(self) -> Poller:
+        return self.pollers["weather"]
+
+    def start(self) -> Runtime:
+        for poller in self.pollers.values():
+            poller.start()
+        return self
+
+    def stop(self) -> None:
+        for poller in self.pollers.values():
+            poller.stop()
+
+    def status(self) -> dict[str, dict]:
+        return {kind: poller.status.snapshot() for kind, poller in self.pollers.items()}
+
+
+def get_runtime(settings: Settings) -> Runtime:
+    """The running :class:`Runtime` for ``settings``, created and started on first use."""
+    key = settings.key()
+    with _lock:
+        runtime = _runtimes.get(key)
+        if runtime is None:
+            runtime = _runtimes[key] = Runtime(settings).start()
+        return runtime
+
+
+def stop_all() -> None:
+    """Stop every runtime of the process (tests, shutdown)."""
+    with _lock:
+        runtimes = list(_runtimes.values())
+        _runtimes.clear()
+    for runtime in runtimes:
+        runtime.stop()

@@ -273,6 +273,7 @@ class FakeAPI:
 
     # lifecycle
     def start(self) -> FakeAPI:
+        self._stopping.clear()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"

@@ -1,0 +1,1 @@
+"""Panel components of the dashboard, one module per tab or strip."""

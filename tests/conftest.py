@@ -1,0 +1,124 @@
+"""Fixtures for every test: no internet, a fake provider API, served apps and a real headless Chromium."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+
+import pytest
+
+from rtdash.config import Settings
+from tests.helpers import ServedApp, fake_env
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _check_address(sock: socket.socket, address) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise AssertionError(f"a test tried to reach {address!r}: tests must stay on 127.0.0.1")
+
+
+def _guarded_connect(self, address):
+    _check_address(self, address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    _check_address(self, address)
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_internet():
+    """Any socket of this test process to a non-loopback address fails the test."""
+    socket.socket.connect = _guarded_connect
+    socket.socket.connect_ex = _guarded_connect_ex
+    yield
+    socket.socket.connect = _real_connect
+    socket.socket.connect_ex = _real_connect_ex
+
+
+@pytest.fixture(autouse=True)
+def _reset_runtimes():
+    """Every test starts without shared pollers and stops the ones it made."""
+    from rtdash.stream import stop_all
+
+    stop_all()
+    yield
+    stop_all()
+    logging.getLogger("rtdash").handlers.clear()
+
+
+@pytest.fixture
+def fake_api():
+    from tests.fakeapi import FakeAPI
+
+    with FakeAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def make_settings(fake_api):
+    """``make_settings(RTDASH_X="...", ...)``: Settings pointing at the fake API, from environment-style strings."""
+
+    def make(**env: str) -> Settings:
+        return Settings.load(environ=fake_env(fake_api.url, **env), dotenv=None)
+
+    return make
+
+
+@pytest.fixture
+def serve(fake_api, tmp_path):
+    """``serve(env={...}, args=[...])`` starts ``panel serve realtime_dashboard.py`` against the fake API."""
+    apps: list[ServedApp] = []
+
+    def start(env: dict[str, str] | None = None, **kwargs) -> ServedApp:
+        app = ServedApp(env=fake_env(fake_api.url, **(env or {})), cwd=kwargs.pop("cwd", tmp_path), **kwargs)
+        apps.append(app)
+        return app.wait_ready()
+
+    yield start
+    for app in apps:
+        app.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; ``page.console_errors`` collects console errors and uncaught page errors."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda msg: msg.type == "error" and page.console_errors.append(msg.text))
+    page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
+    yield page
+    context.close()

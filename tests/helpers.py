@@ -1,0 +1,144 @@
+"""Test helpers shared by every test module: waiting with a deadline, free ports, a served app."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "realtime_dashboard.py"
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, message: str = ""):
+    """Poll ``condition`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            result = condition()
+        except AssertionError as exc:  # conditions may assert to explain themselves
+            result, last_exc = None, exc
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = f": {last_exc}" if last_exc else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {message or condition}{detail}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_env(api_url: str, **overrides: str) -> dict[str, str]:
+    """RTDASH_* variables that point every provider at the fake API, plus ``overrides``."""
+    env = {
+        "RTDASH_COINBASE_URL": api_url,
+        "RTDASH_COINCAP_URL": api_url,
+        "RTDASH_OPENMETEO_URL": api_url,
+        "RTDASH_OPENMETEO_GEOCODING_URL": api_url,
+        "RTDASH_OPENWEATHER_URL": api_url,
+        "RTDASH_TIMEOUT": "2s",
+        "RTDASH_BACKOFF_MAX": "2s",
+        "RTDASH_STORE": "none",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+class ServedApp:
+    """``panel serve`` as a real subprocess on a free port; its output is kept for failure messages."""
+
+    def __init__(
+        self,
+        target: Path | str = SCRIPT,
+        env: dict[str, str] | None = None,
+        args: list[str] = (),
+        serve_args: list[str] = (),
+        cwd: str | os.PathLike | None = None,
+        command: list[str] | None = None,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cwd = Path(cwd or tempfile.mkdtemp(prefix="rtdash-serve-"))
+        self.log_path = self.cwd / f"panel-serve-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RTDASH_", "COINCAP_", "OPENWEATHER_"))}
+        full_env.update(env or {})
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if command is None:
+            command = [
+                sys.executable,
+                "-m",
+                "panel",
+                "serve",
+                str(target),
+                "--address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--allow-websocket-origin",
+                f"127.0.0.1:{self.port}",
+                "--liveness",
+                "--check-unused-sessions",
+                "500",
+                "--unused-session-lifetime",
+                "1000",
+                *serve_args,
+            ]
+            if args:
+                command += ["--args", *args]
+        self.command = command
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(command, env=full_env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0, path: str = "/liveness") -> ServedApp:
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                return requests.get(self.url + path, timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        try:
+            wait_until(ready, timeout, 0.2, f"{self.command} to answer {path}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- server output ---\n{self.output()}") from None
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+    def __enter__(self) -> ServedApp:
+        return self.wait_ready()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

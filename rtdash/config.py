@@ -230,10 +230,11 @@ class Settings(param.Parameterized):
         if self.weather_provider == "openweather":
             per_min = len(self.cities) * 60 / self.weather_interval
             if per_min > 60:
+                need = format_duration(math.ceil(len(self.cities)))
                 warnings.append(
                     f"OpenWeather: {len(self.cities)} cities every {format_duration(self.weather_interval)} is "
                     f"{per_min:,.0f} calls a minute (one per city), over the free plan's 60; "
-                    f"RTDASH_WEATHER_INTERVAL of at least {format_duration(math.ceil(len(self.cities)))} stays inside it"
+                    f"RTDASH_WEATHER_INTERVAL of at least {need} stays inside it"
                 )
         return warnings
 

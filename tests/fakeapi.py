@@ -78,6 +78,9 @@ LOCAL_NAMES = {  # OpenWeather's geocoder; absent for some places
 GEO_FIELDS = _PLACE_COLUMNS[:-1]
 OW_CLOUDS = ((10, 800, "clear sky"), (25, 801, "few clouds"), (50, 802, "scattered clouds"), (84, 803, "broken clouds"),
              (100, 804, "overcast clouds"))
+OM_VARIABLES = ("temperature_2m", "apparent_temperature", "relative_humidity_2m", "wind_speed_10m",
+                "wind_direction_10m",
+                "cloud_cover", "surface_pressure", "weather_code", "is_day")  # what the fake's "current" can give
 # fmt: on
 WIND_UNITS = {"kmh": ("km/h", 1.0), "ms": ("m/s", 3.6), "mph": ("mp/h", 1.609344), "kn": ("kn", 1.852)}
 OW_401 = "Invalid API key. Please see https://openweathermap.org/faq#error401 for more info."
@@ -239,6 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # benchmarks open many connections at once
     block_on_close = False  # stop() must not wait for handlers
     api: FakeAPI
 
@@ -310,7 +314,10 @@ class FakeAPI:
         status: int = 500,
         body: Any = None,
     ) -> None:
-        """Make `provider`'s routes ("*" for all) misbehave; see FAULTS, plus "http" for `status` with JSON `body`."""
+        """Make `provider`'s routes ("*" for all) misbehave; see FAULTS, plus "http" for `status` with JSON `body`.
+
+        A provider's own fault wins over "*". "every-other" fails the 1st, 3rd, ... request with a plain 500.
+        """
         if provider not in (*PROVIDERS, "*"):
             raise ValueError(f"unknown provider {provider!r}; valid: {', '.join(PROVIDERS)}, *")
         if kind not in (*FAULTS, "http"):
@@ -444,14 +451,15 @@ class FakeAPI:
         lats, lons = ([s for s in query.get(k, "").split(",") if s] for k in ("latitude", "longitude"))
         if not lats or len(lats) != len(lons):
             return error("Parameter 'latitude' and 'longitude' must have the same number of elements")
-        coords = [(_float(a), _float(b)) for a, b in zip(lats, lons, strict=True)]
-        for lat, lon in coords:
+        coords = []
+        for lat, lon in ((_float(a), _float(b)) for a, b in zip(lats, lons, strict=True)):
             if lat is None or lon is None:
                 return error("Value of type 'Float' required for key 'latitude'.")
             if not -90 <= lat <= 90:
                 return error(f"Latitude must be in range of -90 to 90°. Given: {lat}.")
             if not -180 <= lon <= 180:
                 return error(f"Longitude must be in range of -180 to 180°. Given: {lon}.")
+            coords.append((lat, lon))
         temp_unit = query.get("temperature_unit", "celsius")
         wind_unit = query.get("wind_speed_unit") or query.get("windspeed_unit") or "kmh"
         if temp_unit not in ("celsius", "fahrenheit"):
@@ -462,9 +470,10 @@ class FakeAPI:
         t_unit, (w_unit, w_div) = ("°F" if fahrenheit else "°C"), WIND_UNITS[wind_unit]
         slot = int(time.time() // 900 * 900)
         variables = [v for v in query.get("current", "").split(",") if v]
+        if unknown := [v for v in variables if v not in OM_VARIABLES]:
+            return error(f"Cannot initialize ForecastVariable from invalid String value {unknown[0]}.")
         results = []
         for lat, lon in coords:
-            assert lat is not None and lon is not None
             c = _conditions(lat, lon, slot)
             code = 0 if c["clouds"] < 20 else 1 if c["clouds"] < 45 else 2 if c["clouds"] < 75 else 3
             table = {
@@ -478,8 +487,6 @@ class FakeAPI:
                 "weather_code": ("wmo code", code),
                 "is_day": ("", c["is_day"]),
             }
-            if unknown := [v for v in variables if v not in table]:
-                return error(f"Cannot initialize ForecastVariable from invalid String value {unknown[0]}.")
             result: dict[str, Any] = {
                 "latitude": round(lat / 0.0625) * 0.0625,
                 "longitude": round(lon / 0.0625) * 0.0625,

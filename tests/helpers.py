@@ -100,7 +100,7 @@ class ServedApp:
             if args:
                 command += ["--args", *args]
         self.command = command
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "w")  # closed in stop()
         self.proc = subprocess.Popen(command, env=full_env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:

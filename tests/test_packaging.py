@@ -23,7 +23,7 @@ def _environment() -> dict[str, str]:
     spec = yaml.safe_load((ROOT / "environment.yml").read_text())
     out = {}
     for item in spec["dependencies"]:
-        if not isinstance(item, str) or item.startswith(("python", "pip")) and not item.startswith("python-"):
+        if not isinstance(item, str) or (item.startswith(("python", "pip")) and not item.startswith("python-")):
             continue
         requirement = Requirement(item)
         out[CONDA_NAMES.get(requirement.name.lower(), requirement.name.lower())] = str(requirement.specifier)

@@ -33,13 +33,39 @@ DEFAULT_CITIES = [
     "San Luis Obispo",
 ]
 
-SECRET_ENV = {"coincap_api_key": "COINCAP_API_KEY", "openweather_api_key": "OPENWEATHER_API_KEY"}
+SECRET_ENV = {
+    "coincap_api_key": "COINCAP_API_KEY",
+    "openweather_api_key": "OPENWEATHER_API_KEY",
+    "metrics_token": "RTDASH_METRICS_TOKEN",
+}
+# CSP keywords accepted in RTDASH_FRAME_ANCESTORS, written with or without their quotes.
+CSP_KEYWORDS = ("self", "none")
+
+# holoviews.element.tiles.tile_sources (tests/views/test_refresh.py checks they agree), or "none" for plain axes.
+TILE_SOURCES = [
+    "CartoDark",
+    "CartoLight",
+    "EsriImagery",
+    "EsriNatGeo",
+    "EsriReference",
+    "EsriStreet",
+    "EsriTerrain",
+    "EsriUSATopo",
+    "OSM",
+    "OpenTopoMap",
+    "none",
+]
 
 DURATION_HELP = "a positive duration such as 500ms, 5s, 2min, 90d (a bare number means seconds)"
 
 
 class SettingsError(ValueError):
     """A user's configuration mistake: one line naming the setting, the value and what is accepted."""
+
+
+# Unit letters pandas deprecates in this case (``90d`` warns and will stop working): the case it accepts.
+_UNIT_CASE = {"d": "D", "w": "W", "H": "h", "S": "s"}
+_DEPRECATED_UNIT = re.compile(r"(?<=[\d.\s])([dwHS])(?=[\d\s]|$)")
 
 
 def parse_duration(text: str) -> float:
@@ -49,7 +75,7 @@ def parse_duration(text: str) -> float:
         seconds = float(text)
     except ValueError:
         try:
-            seconds = pd.Timedelta(text).total_seconds()
+            seconds = pd.Timedelta(_DEPRECATED_UNIT.sub(lambda m: _UNIT_CASE[m[1]], text)).total_seconds()
         except (ValueError, TypeError) as exc:
             raise ValueError(text) from exc
     if not math.isfinite(seconds) or seconds <= 0:
@@ -112,6 +138,20 @@ class Settings(param.Parameterized):
         default="all",
         objects=["all", "collector", "viewer"],
         doc="all = poll and serve; collector = poll and store only; viewer = follow the store, poll nothing.",
+    )
+    allowed_origins = param.List(
+        default=[],
+        item_type=str,
+        doc="Hosts (host[:port], * wildcards) whose pages may open the websocket; unset keeps Panel's own list.",
+    )
+    frame_ancestors = param.List(
+        default=["'self'"],
+        item_type=str,
+        bounds=(1, None),
+        doc="Pages that may embed the dashboard in a frame (CSP frame-ancestors): self, none or origins.",
+    )
+    metrics_token = param.String(
+        default=None, allow_None=True, precedence=-1, doc="Bearer token for /metrics when a login is on (secret)."
     )
     coincap_api_key = param.String(default=None, allow_None=True, precedence=-1, doc="CoinCap v3 key (secret).")
     openweather_api_key = param.String(default=None, allow_None=True, precedence=-1, doc="OpenWeather key (secret).")
@@ -179,6 +219,27 @@ class Settings(param.Parameterized):
                 raise SettingsError(f"{env_name(name)}={value!r} is invalid: expected an http:// or https:// URL")
         if self.price_provider == "coincap" and self.quote != "USD":
             raise SettingsError(f"RTDASH_QUOTE={self.quote!r} is invalid with CoinCap: expected USD (or use coinbase)")
+        tiles = {name.casefold(): name for name in TILE_SOURCES}
+        if self.tiles.casefold() not in tiles:
+            close = difflib.get_close_matches(self.tiles.casefold(), tiles, n=1)
+            hint = f" (did you mean {tiles[close[0]]}?)" if close else ""
+            accepted = ", ".join(TILE_SOURCES)
+            raise SettingsError(f"RTDASH_TILES={self.tiles!r} is invalid: expected one of {accepted}{hint}")
+        for origin in self.allowed_origins:
+            if not re.match(r"^(https?://)?[\w.*-]+(:(\d+|\*))?/?$", origin):
+                raise SettingsError(
+                    f"RTDASH_ALLOWED_ORIGINS entry {origin!r} is invalid: expected host[:port] such as "
+                    "dash.example.com or dash.example.com:443 (* matches any)"
+                )
+        for source in self.frame_ancestors:
+            keyword = source.strip("'").lower() in CSP_KEYWORDS and source.startswith("'")
+            if not keyword and not re.match(r"^(https?://)?(\*\.)?[\w.-]+(:(\d+|\*))?/?$|^\*$", source):
+                raise SettingsError(
+                    f"RTDASH_FRAME_ANCESTORS entry {source!r} is invalid: expected self, none, * or an origin "
+                    "such as https://intranet.example.com"
+                )
+        if "'none'" in self.frame_ancestors and len(self.frame_ancestors) > 1:
+            raise SettingsError("RTDASH_FRAME_ANCESTORS: none cannot be combined with other entries")
         for name in ("assets", "cities"):
             values = getattr(self, name)
             if not values:
@@ -189,7 +250,7 @@ class Settings(param.Parameterized):
     @property
     def secrets(self) -> list[str]:
         """The API keys that are set: to be removed from every message."""
-        return [key for key in (self.coincap_api_key, self.openweather_api_key) if key]
+        return [key for key in (self.coincap_api_key, self.openweather_api_key, self.metrics_token) if key]
 
     @property
     def price_provider(self) -> str:
@@ -229,12 +290,14 @@ class Settings(param.Parameterized):
                 )
         if self.weather_provider == "openweather":
             per_min = len(self.cities) * 60 / self.weather_interval
-            if per_min > 60:
-                need = format_duration(math.ceil(len(self.cities)))
+            per_month = len(self.cities) * month / self.weather_interval
+            if per_min > 60 or per_month > 1_000_000:
+                # 60 a minute is 2,592,000 a month: the monthly limit is the one that binds.
+                need = format_duration(math.ceil(max(len(self.cities), len(self.cities) * month / 1_000_000)))
                 warnings.append(
                     f"OpenWeather: {len(self.cities)} cities every {format_duration(self.weather_interval)} is "
-                    f"{per_min:,.0f} calls a minute (one per city), over the free plan's 60; "
-                    f"RTDASH_WEATHER_INTERVAL of at least {need} stays inside it"
+                    f"{per_min:,.0f} calls a minute, {per_month:,.0f} a month (one per city), over the free plan's "
+                    f"60 a minute or 1,000,000 a month; RTDASH_WEATHER_INTERVAL of at least {need} stays inside it"
                 )
         return warnings
 
@@ -284,6 +347,9 @@ def _convert(cls: type[Settings], name: str, env: str, text: str):
             items = split_list(text)
             if not items:
                 raise SettingsError(f"{env}={shown} is invalid: expected a comma-separated list of at least one name")
+            if name == "frame_ancestors":
+                keyword = {word: f"'{word}'" for word in CSP_KEYWORDS}
+                return [keyword.get(item.strip("'").lower(), item) for item in items]
             return [item.upper() for item in items] if name == "assets" else items
         if isinstance(p, param.Integer):
             value = int(text)

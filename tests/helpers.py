@@ -68,8 +68,9 @@ class ServedApp:
         serve_args: list[str] = (),
         cwd: str | os.PathLike | None = None,
         command: list[str] | None = None,
+        port: int | None = None,
     ):
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cwd = Path(cwd or tempfile.mkdtemp(prefix="rtdash-serve-"))
         self.log_path = self.cwd / f"panel-serve-{self.port}.log"

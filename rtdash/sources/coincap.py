@@ -45,7 +45,10 @@ def parse_asset(body, provider: str = "CoinCap") -> tuple[float, pd.Timestamp | 
     except (TypeError, ValueError):
         raise unexpected(provider, f"priceUsd {data['priceUsd']!r} is not a number") from None
     stamp = body.get("timestamp")
-    time = pd.Timestamp(int(stamp), unit="ms", tz="UTC") if isinstance(stamp, int | float) else None
+    try:
+        time = pd.Timestamp(int(stamp), unit="ms", tz="UTC") if isinstance(stamp, int | float) else None
+    except (ValueError, OverflowError):  # NaN or out of range: the time of arrival will do
+        time = None
     return price, time
 
 

@@ -91,9 +91,11 @@ def get_json(
 
     message = read_error(body)
     if status >= 400 or message:
-        reason = message or f"HTTP {status} {response.reason or ''}".rstrip()
-        prefix = f"{provider}: HTTP {status}: " if status >= 400 else f"{provider}: "
-        raise SourceError(redact(prefix + reason, secrets), retry_after=wait, status=status)
+        if not message:  # an error status with a JSON body that says nothing: "HTTP 503 Service Unavailable"
+            text = f"{provider}: HTTP {status} {response.reason or ''}".rstrip()
+        else:
+            text = f"{provider}: HTTP {status}: {message}" if status >= 400 else f"{provider}: {message}"
+        raise SourceError(redact(text, secrets), retry_after=wait, status=status)
     return body
 
 

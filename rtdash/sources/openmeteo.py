@@ -14,6 +14,8 @@ REQUEST_UNITS = {
     "metric": {"wind_speed_unit": "ms"},
     "imperial": {"temperature_unit": "fahrenheit", "wind_speed_unit": "mph"},
 }
+# What Open-Meteo answers in for REQUEST_UNITS: (temperature, wind speed).
+ASKED_UNITS = {"metric": ("°C", "m/s"), "imperial": ("°F", "mp/h")}
 TO_MS = {"m/s": 1.0, "km/h": 1 / 3.6, "mp/h": 0.44704, "mph": 0.44704, "kn": 0.514444, "knots": 0.514444}
 
 
@@ -47,15 +49,23 @@ def parse_current(body, count: int, units: str, provider: str = "Open-Meteo") ->
         current = place.get("current") if isinstance(place, dict) else None
         if not isinstance(current, dict):
             raise unexpected(provider, "no 'current' values")
-        got_units = place.get("current_units") or {}
+        # Values come in the units asked for (REQUEST_UNITS) unless ``current_units`` says otherwise.
+        got_units = place.get("current_units")
+        got_units = got_units if isinstance(got_units, dict) else {}
+        temperature_unit = got_units.get("temperature_2m")
+        wind_unit = got_units.get("wind_speed_10m")
         out.append(
             {
                 "temperature": convert_temperature(
-                    number(current.get("temperature_2m")), got_units.get("temperature_2m", "°C"), units
+                    number(current.get("temperature_2m")),
+                    temperature_unit if isinstance(temperature_unit, str) else ASKED_UNITS[units][0],
+                    units,
                 ),
                 "humidity": number(current.get("relative_humidity_2m")),
                 "wind_speed": convert_wind(
-                    number(current.get("wind_speed_10m")), got_units.get("wind_speed_10m", "km/h"), units
+                    number(current.get("wind_speed_10m")),
+                    wind_unit if isinstance(wind_unit, str) else ASKED_UNITS[units][1],
+                    units,
                 ),
             }
         )

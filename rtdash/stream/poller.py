@@ -82,9 +82,14 @@ class Subscription:
 
     def deliver(self, df: pd.DataFrame) -> None:
         if self._dispatch is None:
-            self.callback(df)
+            self._run(df)
         else:
-            self._dispatch(lambda: self.callback(df))
+            self._dispatch(lambda: self._run(df))
+
+    def _run(self, df: pd.DataFrame) -> None:
+        # Checked when the callback runs, not when it was queued: a subscription cancelled meanwhile gets nothing.
+        if self.active:
+            self.callback(df)
 
     def cancel(self) -> None:
         self.poller._unsubscribe(self.id)

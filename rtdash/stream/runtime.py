@@ -7,6 +7,7 @@ import threading
 
 from ..config import Settings
 from ..sources import make_source
+from ..store import StoreError, StoreWriter, attach, open_store
 from .poller import Poller
 
 log = logging.getLogger("rtdash")
@@ -32,6 +33,14 @@ class Runtime:
             )
             for kind in ("price", "weather")
         }
+        # History: opened now, seeded into the pollers and written to from start().  Without one, live only.
+        self.writer: StoreWriter | None = None
+        self.store_error: str | None = None
+        try:
+            self.store = open_store(settings)
+        except StoreError as exc:
+            self.store, self.store_error = None, str(exc)
+            log.error("history is off: %s", exc)
 
     @property
     def price(self) -> Poller:
@@ -42,6 +51,8 @@ class Runtime:
         return self.pollers["weather"]
 
     def start(self) -> Runtime:
+        if self.store is not None and self.writer is None:
+            self.writer = attach(self.store, self)
         for poller in self.pollers.values():
             poller.start()
         return self
@@ -49,6 +60,10 @@ class Runtime:
     def stop(self) -> None:
         for poller in self.pollers.values():
             poller.stop()
+        if self.writer is not None:
+            self.writer.close()
+        if self.store is not None:
+            self.store.close()
 
     def status(self) -> dict[str, dict]:
         return {kind: poller.status.snapshot() for kind, poller in self.pollers.items()}

@@ -1,0 +1,14 @@
+"""rtdash: live prices and weather.
+
+panel serve realtime_dashboard.py [--args --price-interval 5s ...]
+python realtime_dashboard.py [--port 5006] [--price-interval 5s ...]
+"""
+
+import sys
+
+from rtdash.app import TITLE, create_app, serve_main
+
+if __name__ == "__main__":
+    serve_main(sys.argv[1:])
+elif __name__.startswith("bokeh_app"):  # panel serve
+    create_app(argv=sys.argv[1:]).servable(title=TITLE)

@@ -1,0 +1,108 @@
+"""The dashboard: a header with the sources' status over the Live, Refresh and History tabs.
+
+``create_app`` builds one session's layout; ``realtime_dashboard.py`` and the notebook both call it.
+``serve_main`` is ``python realtime_dashboard.py``: it serves the same app and prints its URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import socket
+from collections.abc import Sequence
+
+import panel as pn
+
+from . import __version__
+from .cli import load_settings_or_exit
+from .config import Settings, SettingsError
+from .stream import get_runtime, stop_all
+from .views.history import HistoryView
+from .views.live import LiveView
+from .views.refresh import RefreshView
+from .views.status import StatusView
+
+log = logging.getLogger("rtdash")
+
+TITLE = "rtdash · live prices and weather"
+HEADER_CSS = """
+:host {border-bottom: 1px solid #e5e7eb; padding-bottom: 4px}
+h1 {font: 600 22px/1.2 system-ui, sans-serif; margin: 6px 0; white-space: nowrap}
+"""
+ERROR_CSS = """
+.error {font: 15px/1.4 system-ui, sans-serif; color: #7f1d1d; background: #fee2e2; border: 1px solid #fca5a5;
+        border-radius: 6px; padding: 12px 16px; overflow-wrap: anywhere}
+"""
+
+
+def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn.viewable.Viewable:
+    """One session's dashboard for ``settings`` (by default read from the environment, ``.env`` and ``argv``).
+
+    A bad setting gives a page with its one-line error (and one log line) instead of a traceback.
+    """
+    pn.extension("tabulator")
+    try:
+        settings = settings if settings is not None else Settings.load(argv=argv)
+    except SettingsError as exc:
+        log.error("rtdash: error: %s", exc)
+        message = html.escape(f"rtdash cannot start: {exc}")
+        return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
+    runtime = get_runtime(settings)
+    status = StatusView(runtime=runtime)
+    header = pn.Row(
+        pn.pane.HTML(f"<h1>{html.escape(TITLE)}</h1>", margin=(0, 10), align="center"),
+        pn.HSpacer(),
+        status.badges,
+        stylesheets=[HEADER_CSS],
+        sizing_mode="stretch_width",
+    )
+    tabs = pn.Tabs(
+        ("Live", LiveView(runtime=runtime)),
+        ("Refresh", RefreshView(runtime=runtime)),
+        ("History", HistoryView(runtime=runtime)),
+        sizing_mode="stretch_width",
+    )
+    return pn.Column(header, status.banner, tabs, sizing_mode="stretch_width")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_main(argv: Sequence[str] | None = None) -> None:
+    """``python realtime_dashboard.py [--port N] [--address HOST] [--show] [--setting value ...]``."""
+    parser = argparse.ArgumentParser(
+        prog="realtime_dashboard.py",
+        description=f"Serve the rtdash {__version__} dashboard (the same app as `panel serve realtime_dashboard.py`).",
+        epilog="Any other --name value is a setting, e.g. --price-interval 5s --assets BTC,ETH (see the README).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--port", type=int, default=5006, help="port to listen on; 0 picks a free one (5006)")
+    parser.add_argument("--address", default="localhost", help="address to listen on (localhost)")
+    parser.add_argument("--show", action="store_true", help="open the dashboard in a browser")
+    args, rest = parser.parse_known_args(argv)
+    settings = load_settings_or_exit(rest)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    port = args.port or _free_port()
+    origins = sorted({f"{args.address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
+    server = pn.serve(
+        lambda: create_app(settings),
+        port=port,
+        address=args.address,
+        websocket_origin=origins,
+        show=args.show,
+        start=False,
+        title=TITLE,
+        liveness=True,
+    )
+    server.start()
+    print(f"rtdash: serving the dashboard at http://{args.address}:{server.port}/ (Ctrl+C to stop)", flush=True)
+    try:
+        server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_all()

@@ -1,0 +1,486 @@
+"""What a server needs beyond the page: ``/health``, ``/metrics``, the embedding policy and the websocket origins.
+
+The same handlers are reached three ways:
+
+* ``panel serve realtime_dashboard.py --plugins rtdash.server`` — Panel's server plugins: the module's ``ROUTES``
+  are served from startup in every process (what a load balancer and ``--num-procs`` need);
+* ``python realtime_dashboard.py`` — ``pn.serve(..., extra_patterns=routes())``;
+* plain ``panel serve realtime_dashboard.py`` — ``create_app`` calls :func:`on_session` for every session, which
+  adds the routes to the running Tornado application (``Application.add_handlers``) the first time a session
+  starts in the process, so no flag is needed; ``/health`` then answers from the first page view on.
+
+:func:`on_session` also sets the ``Content-Security-Policy: frame-ancestors`` header of the page
+(``RTDASH_FRAME_ANCESTORS``), the websocket origins (``RTDASH_ALLOWED_ORIGINS``) and counts the session.
+
+``/health`` is open (a load balancer cannot log in); it holds states, times, counts and the providers' error
+messages with keys removed — never a key, a price or a password.  ``/metrics`` is open when the server has no
+login; with ``--basic-auth`` or OAuth it needs a logged-in user or ``Authorization: Bearer $RTDASH_METRICS_TOKEN``.
+
+Metrics are correct under ``--num-procs`` when ``PROMETHEUS_MULTIPROC_DIR`` names an empty directory shared by the
+processes (prometheus_client's multiprocess mode): each process writes its values there and a scrape, whichever
+process answers it, adds them up.  Without it every process reports only itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import panel as pn
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import generate_latest as _generate_latest
+
+from .config import Settings, SettingsError
+from .sources import redact
+
+log = logging.getLogger("rtdash.server")
+
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # read once, as prometheus_client does at import
+SYNC_EVERY = 1.0  # seconds between copies of the counters into the metrics (each process, its own thread)
+STORE_UNUSABLE = ("down", "closed")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+# -- metrics ---------------------------------------------------------------------------------------------------------
+
+FETCHES = Counter("rtdash_fetches", "Fetches attempted from a provider.", ["kind", "provider"])
+FAILURES = Counter("rtdash_fetch_failures", "Fetches that failed (error, timeout, bad answer).", ["kind", "provider"])
+LATENCY = Histogram(
+    "rtdash_fetch_duration_seconds",
+    "Time from the start of a fetch to its answer or failure.",
+    ["kind", "provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+ROWS_FETCHED = Counter("rtdash_rows_fetched", "Rows received from providers.", ["kind", "provider"])
+UPDATES = Counter("rtdash_updates_pushed", "New rows handed to a session (or the store writer).", ["kind"])
+SOURCE_UP = Gauge(
+    "rtdash_source_up", "1 while the source's last fetch succeeded.", ["kind"], multiprocess_mode="livemax"
+)
+SUBSCRIBERS = Gauge("rtdash_subscribers", "Subscribers of a source's stream.", ["kind"], multiprocess_mode="livesum")
+SESSIONS = Gauge("rtdash_sessions", "Dashboard sessions open.", multiprocess_mode="livesum")
+STORE_WRITTEN = Counter("rtdash_store_rows_written", "Rows inserted into the history store.")
+STORE_DROPPED = Counter("rtdash_store_rows_dropped", "Rows lost because the store's buffer was full.")
+STORE_BUFFERED = Gauge(
+    "rtdash_store_rows_buffered", "Rows waiting in memory for the store.", multiprocess_mode="livesum"
+)
+STORE_UP = Gauge("rtdash_store_up", "1 while the history store accepts writes.", multiprocess_mode="livemin")
+
+
+class _Sampler:
+    """Copies the pollers' and the writer's counters into the metrics, as deltas, so they add up across processes.
+
+    Runs after every fetch (the latency is observed then), every ``SYNC_EVERY`` seconds on its own thread (for
+    other processes' scrapes), and before a scrape of this process.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._seen: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+        self._runtimes: weakref.WeakSet = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def watch(self, runtime) -> None:
+        """Start following ``runtime`` (idempotent)."""
+        with self._lock:
+            if runtime in self._runtimes:
+                return
+            self._runtimes.add(runtime)
+            for poller in runtime.pollers.values():
+                self._seen[poller] = {"fetches": 0, "errors": 0, "rows": 0, "updates": 0}
+                poller.status.param.watch(lambda event, poller=poller: self._fetched(poller), ["fetches"])
+            writer = getattr(runtime, "writer", None)
+            if writer is not None:
+                self._seen[writer] = {"written": 0, "dropped": 0}
+            self._ensure_thread()
+        self.sync()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._loop, name="rtdash-metrics", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(SYNC_EVERY)
+            try:
+                self.sync()
+            except Exception:  # pragma: no cover - metrics must never take the server down
+                log.debug("metrics sync failed", exc_info=True)
+
+    def _fetched(self, poller) -> None:
+        """On the poller's worker thread, right after a fetch ended."""
+        status = poller.status
+        duration = getattr(status, "last_duration", None)
+        if duration is None:  # the poller records when its fetch started, not how long it took
+            duration = max(time.monotonic() - poller._inflight_since, 0.0)
+        LATENCY.labels(poller.kind, status.provider).observe(duration)
+        self.sync_poller(poller)
+
+    def sync(self) -> None:
+        with self._lock:
+            runtimes = list(self._runtimes)
+        subscribers: dict[str, int] = {}
+        up: dict[str, int] = {}
+        for runtime in runtimes:
+            for kind, poller in runtime.pollers.items():
+                self.sync_poller(poller)
+                subscribers[kind] = subscribers.get(kind, 0) + poller.subscriber_count
+                up[kind] = max(up.get(kind, 0), int(poller.status.state == "ok"))
+            self.sync_writer(getattr(runtime, "writer", None))
+        for kind, count in subscribers.items():
+            SUBSCRIBERS.labels(kind).set(count)
+            SOURCE_UP.labels(kind).set(up[kind])
+        SESSIONS.set(len(_sessions))
+
+    def sync_poller(self, poller) -> None:
+        status = poller.status
+        with self._lock:
+            seen = self._seen.get(poller)
+            if seen is None:
+                return
+            now = {"fetches": status.fetches, "errors": status.errors, "rows": status.rows, "updates": poller.updates}
+            delta = {name: now[name] - seen[name] for name in now}
+            seen.update(now)
+        labels = (poller.kind, status.provider)
+        for name, metric in (("fetches", FETCHES), ("errors", FAILURES), ("rows", ROWS_FETCHED)):
+            if delta[name] > 0:
+                metric.labels(*labels).inc(delta[name])
+        if delta["updates"] > 0:
+            UPDATES.labels(poller.kind).inc(delta["updates"])
+
+    def sync_writer(self, writer) -> None:
+        if writer is None:
+            return
+        status = writer.status
+        with self._lock:
+            seen = self._seen.setdefault(writer, {"written": 0, "dropped": 0})
+            written, dropped = status.written - seen["written"], status.dropped - seen["dropped"]
+            seen.update(written=status.written, dropped=status.dropped)
+        if written > 0:
+            STORE_WRITTEN.inc(written)
+        if dropped > 0:
+            STORE_DROPPED.inc(dropped)
+        STORE_BUFFERED.set(status.buffered)
+        STORE_UP.set(int(status.state not in STORE_UNUSABLE))
+
+
+sampler = _Sampler()
+_sessions: set[int] = set()  # ids of the documents of the sessions open in this process
+
+
+def generate_latest() -> bytes:
+    """The metrics text of this server: every process's values added up in multiprocess mode, else this process's."""
+    for runtime in runtimes():
+        sampler.watch(runtime)
+    sampler.sync()
+    if not MULTIPROCESS_DIR:
+        return _generate_latest(REGISTRY)
+    from prometheus_client import multiprocess
+
+    _forget_dead_processes(MULTIPROCESS_DIR)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return _generate_latest(registry)
+
+
+def _forget_dead_processes(path: str) -> None:
+    """Drop the live gauges of processes that are gone (a worker that crashed and was restarted)."""
+    from prometheus_client import multiprocess
+
+    pids = set()
+    for name in os.listdir(path):
+        match = re.match(r"gauge_live\w+?_(\d+)\.db$", name)
+        if match:
+            pids.add(int(match.group(1)))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
+# -- health ----------------------------------------------------------------------------------------------------------
+
+
+def runtimes() -> list:
+    """The runtimes (shared pollers) of this process, oldest first."""
+    from .stream import runtime as runtime_module
+
+    with runtime_module._lock:
+        return list(runtime_module._runtimes.values())
+
+
+def _clean(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", redact(value, secrets))
+    return value
+
+
+def store_health(runtime) -> dict[str, Any]:
+    """The history store's state for ``runtime``: ``none`` when it keeps no history."""
+    secrets = runtime.settings.secrets
+    error = getattr(runtime, "store_error", None)
+    if error:
+        return {"state": "down", "last_error": _clean(str(error), secrets)}
+    writer = getattr(runtime, "writer", None)
+    if writer is not None:
+        snap = writer.status.snapshot()
+        keep = ("backend", "state", "buffered", "capacity", "written", "dropped", "last_write", "last_error")
+        return {name: _clean(snap.get(name), secrets) for name in (*keep, "down_since") if name in snap}
+    store = getattr(runtime, "store", None)
+    if store is not None:  # a viewer reads the store but writes nothing
+        return {"backend": getattr(store, "backend", None), "state": "read-only"}
+    return {"state": "none"}
+
+
+def health() -> tuple[int, dict[str, Any]]:
+    """``(http_status, body)`` of ``/health``: 200 while serving, 503 when a history store is unusable."""
+    body: dict[str, Any] = {"status": "ok", "pid": os.getpid(), "sessions": len(_sessions), "sources": {}}
+    found = runtimes()
+    if not found:
+        body["status"] = "starting"
+        body["detail"] = "no session yet: the sources start with the first one"
+    unusable = False
+    for index, runtime in enumerate(found):
+        secrets = runtime.settings.secrets
+        suffix = f"-{index + 1}" if index else ""
+        for kind, poller in runtime.pollers.items():
+            snap = poller.status.snapshot()
+            source = {
+                name: _clean(snap.get(name), secrets)
+                for name in (
+                    "provider",
+                    "state",
+                    "simulated",
+                    "last_success",
+                    "last_error",
+                    "last_error_time",
+                    "failures",
+                    "next_retry",
+                    "fetches",
+                    "errors",
+                    "rows",
+                    "interval",
+                )
+            }
+            source["subscribers"] = poller.subscriber_count
+            source["updates"] = poller.updates
+            body["sources"][kind + suffix] = source
+            if snap.get("state") != "ok" and body["status"] == "ok":
+                body["status"] = "degraded"
+        store = store_health(runtime)
+        body["store" + suffix] = store
+        if store.get("state") in STORE_UNUSABLE:
+            unusable = True
+    body.setdefault("store", {"state": "none"})
+    if unusable:
+        body["status"] = "unavailable"
+    return (503 if unusable else 200), body
+
+
+# -- handlers --------------------------------------------------------------------------------------------------------
+
+
+def _auth_configured(app: tornado.web.Application) -> bool:
+    provider = getattr(app, "auth_provider", None)
+    return provider is not None and bool(provider.get_user or provider.get_user_async)
+
+
+class HealthHandler(tornado.web.RequestHandler):
+    """``GET /health``: JSON, 200 while serving, 503 when the history store is unusable.  Open to all."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+
+    def get(self) -> None:
+        status, body = health()
+        self.set_status(status)
+        self.write(json.dumps(body))
+
+    def head(self) -> None:
+        status, _ = health()
+        self.set_status(status)
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """``GET /metrics``: Prometheus text; behind the login when the server has one (or a bearer token)."""
+
+    async def get(self) -> None:
+        if _auth_configured(self.application) and not await self._allowed():
+            self.set_status(401)
+            self.set_header("WWW-Authenticate", 'Bearer realm="rtdash metrics"')
+            self.write("log in, or send Authorization: Bearer $RTDASH_METRICS_TOKEN\n")
+            return
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Cache-Control", "no-store")
+        self.write(generate_latest())
+
+    async def _allowed(self) -> bool:
+        token = _metrics_token()
+        header = self.request.headers.get("Authorization", "")
+        if token and hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
+            return True
+        provider = self.application.auth_provider
+        if provider.get_user is not None:
+            user = provider.get_user(self)
+        else:
+            user = await provider.get_user_async(self)
+        return bool(user) and user != "guest"
+
+
+ROUTES: list[tuple[str, type, dict]] = [(r"/health", HealthHandler, {}), (r"/metrics", MetricsHandler, {})]
+
+
+def routes() -> list[tuple[str, type, dict]]:
+    """A fresh copy of ``ROUTES`` for ``pn.serve(extra_patterns=...)`` (Bokeh appends to the list it is given)."""
+    return [(path, handler, dict(kwargs)) for path, handler, kwargs in ROUTES]
+
+
+# -- embedding and origins -------------------------------------------------------------------------------------------
+
+
+def frame_ancestors_header(settings: Settings) -> str:
+    """The ``Content-Security-Policy`` value that lets only ``RTDASH_FRAME_ANCESTORS`` frame the dashboard."""
+    return "frame-ancestors " + " ".join(settings.frame_ancestors)
+
+
+class _FrameAncestors(tornado.web.OutputTransform):
+    """Adds the frame-ancestors policy to every HTML response of the application (login and logout pages too)."""
+
+    policy: str | None = None
+
+    def transform_first_chunk(self, status_code, headers, chunk, finishing):
+        if self.policy and "Content-Security-Policy" not in headers:
+            if headers.get("Content-Type", "").startswith("text/html"):
+                headers["Content-Security-Policy"] = self.policy
+        return status_code, headers, chunk
+
+
+def allow_websocket_origins(origins: Iterable[str]) -> None:
+    """Accept websocket connections from pages of ``origins`` (host[:port] patterns), as ``BOKEH_ALLOW_WS_ORIGIN``
+    would: the list replaces ``--allow-websocket-origin``'s.  Pages of the server's own origin (the request's
+    ``Host``) are always accepted, by Tornado.  Process-wide."""
+    from bokeh.settings import settings as bokeh_settings
+
+    origins = sorted({re.sub(r"^https?://", "", origin).rstrip("/").lower() for origin in origins})
+    if origins and bokeh_settings.allowed_ws_origin() != origins:
+        bokeh_settings.allowed_ws_origin.set_value(origins)
+        log.info("websocket connections accepted from %s", ", ".join(origins))
+
+
+def _request_handler() -> tornado.web.RequestHandler | None:
+    """The Tornado handler answering the request that is creating the current session, if there is one.
+
+    Bokeh creates a session inside the page request (``DocHandler.get``), so the handler is a caller of this
+    code; none exists for a session created without a request (``--warm``, a test).
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, tornado.web.RequestHandler):
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+_installed: weakref.WeakSet = weakref.WeakSet()
+
+
+def _has_routes(app: tornado.web.Application) -> bool:
+    def targets(router) -> Iterable:
+        for rule in getattr(router, "rules", []):
+            yield rule.target
+            yield from targets(rule.target)
+
+    return any(target is HealthHandler for target in targets(app.default_router))
+
+
+def install(app: tornado.web.Application, settings: Settings) -> None:
+    """Serve ``/health`` and ``/metrics`` and the frame-ancestors header from ``app`` (once per application)."""
+    if app in _installed:
+        return
+    _installed.add(app)
+    if not _has_routes(app):
+        prefix = getattr(app, "prefix", "") or ""
+        app.add_handlers(r".*", [(prefix + path, handler, kwargs) for path, handler, kwargs in routes()])
+        log.info("serving %s/health and %s/metrics", prefix, prefix)
+    _FrameAncestors.policy = frame_ancestors_header(settings)
+    if _FrameAncestors not in app.transforms:
+        app.add_transform(_FrameAncestors)
+
+
+def on_session(runtime) -> None:
+    """Per session, from ``create_app``: count the session, follow the runtime's counters for the metrics, make
+    sure this process serves ``/health`` and ``/metrics``, set the page's frame-ancestors policy and the websocket
+    origins.  Does nothing more than count outside a server (a notebook, a test)."""
+    settings = runtime.settings
+    sampler.watch(runtime)
+    if settings.allowed_origins:
+        allow_websocket_origins(settings.allowed_origins)
+    doc = pn.state.curdoc
+    if doc is None or getattr(doc, "session_context", None) is None:
+        return
+    key = id(doc)
+    if key not in _sessions:
+        _sessions.add(key)
+        SESSIONS.set(len(_sessions))
+        pn.state.on_session_destroyed(lambda _context: _session_ended(key))
+    handler = _request_handler()
+    if handler is not None:
+        install(handler.application, settings)
+        handler.set_header("Content-Security-Policy", frame_ancestors_header(settings))
+
+
+def _session_ended(key: int) -> None:
+    _sessions.discard(key)
+    SESSIONS.set(len(_sessions))
+
+
+# -- process settings (the plugin runs before any session) -----------------------------------------------------------
+
+_process_settings: list[Settings | None] = []
+
+
+def _settings_from_env() -> Settings | None:
+    if not _process_settings:
+        try:
+            _process_settings.append(Settings.load())
+        except SettingsError as exc:  # the app shows it on the page; the endpoints still answer
+            log.warning("rtdash.server: %s", exc)
+            _process_settings.append(None)
+    return _process_settings[0]
+
+
+def _metrics_token() -> str | None:
+    for runtime in runtimes():
+        if runtime.settings.metrics_token:
+            return runtime.settings.metrics_token
+    settings = _settings_from_env()
+    return settings.metrics_token if settings is not None else None
+
+
+def _plugin_loaded() -> None:
+    """``--plugins rtdash.server``: the origins must be known before the first websocket of any process."""
+    settings = _settings_from_env()
+    if settings is not None and settings.allowed_origins:
+        allow_websocket_origins(settings.allowed_origins)
+    if MULTIPROCESS_DIR is None:
+        log.debug("PROMETHEUS_MULTIPROC_DIR is not set: /metrics reports the process that answers only")
+
+
+if __name__ in ("rtdash.server",) and "panel.command.serve" in sys.modules:
+    _plugin_loaded()

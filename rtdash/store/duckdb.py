@@ -1,0 +1,92 @@
+"""The embedded default: one DuckDB file (``RTDASH_STORE=data/rtdash.duckdb``), created on first use.
+
+Why DuckDB rather than SQLite: the History tab reads millions of rows and aggregates them by time; DuckDB is a
+columnar engine that does both in parallel and hands results to pandas as Arrow (no row-by-row conversion), and
+within one process any number of cursors read while the writer thread inserts (MVCC).  The price: a DuckDB file is
+opened by one process at a time — several processes (``--num-procs``, a separate collector) need PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ..sources import COLUMNS
+from .base import KINDS, Store, StoreError, table_ddl
+
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+def _dollar(sql: str) -> str:
+    """``%(name)s`` placeholders (the shared SQL's) to DuckDB's ``$name``."""
+    return _PARAM.sub(r"$\1", sql)
+
+
+class DuckDBStore(Store):
+    """History in a DuckDB file.  Every operation uses its own cursor, so threads never share one."""
+
+    backend = "duckdb"
+
+    def __init__(self, path: str | Path):
+        super().__init__(str(path))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            reason = str(exc).split(". See also")[0]
+            raise StoreError(
+                f"cannot open the history store {path}: {reason}. A DuckDB file is used by one process at a time: "
+                "stop the other one, or use PostgreSQL (RTDASH_STORE=postgresql://...) for several processes"
+            ) from None
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open the history store {path}: {exc}") from None
+        self._closed = threading.Event()
+        for kind in KINDS:
+            self._execute(table_ddl(kind))
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._closed.is_set():
+            raise StoreError(f"the history store {self.url} is closed")
+        return self._con.cursor()
+
+    def _execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        with self._cursor() as cur:
+            row = cur.execute(_dollar(sql), params or {}).fetchone()
+            return int(row[0]) if row else 0
+
+    def _scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        with self._cursor() as cur:
+            return cur.execute(_dollar(sql), params or {}).fetchone()[0]
+
+    def _batches(self, sql: str, params: dict[str, Any], schema: pa.Schema, rows: int) -> Iterator[pa.Table]:
+        with self._cursor() as cur:
+            for batch in cur.sql(_dollar(sql), params=params).to_arrow_reader(rows):
+                yield pa.Table.from_batches([batch]).cast(schema)
+
+    def _insert(self, kind: str, table: pa.Table) -> int:
+        columns = ", ".join(COLUMNS[kind])
+        with self._cursor() as cur:
+            cur.register("incoming", table)
+            try:
+                sql = f"INSERT INTO {kind} ({columns}) SELECT {columns} FROM incoming ON CONFLICT DO NOTHING"
+                return int(cur.execute(sql).fetchone()[0])
+            finally:
+                cur.unregister("incoming")
+
+    def _epoch_us(self, expr: str) -> str:
+        return f"epoch_us({expr})"
+
+    def _bucket(self, every: str, expr: str, origin: str) -> str:
+        return f"time_bucket({every}, {expr}, {origin})"
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._con.close()
+            self._con = None  # released now, not at interpreter exit (where DuckDB's bindings report it as leaked)

@@ -1,0 +1,432 @@
+"""The shared poller: never blocks, never dies, backs off, honours Retry-After, recovers, fans out in order.
+
+Timing is only ever judged from the fake server's own request times; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+import pytest
+from streamz.dataframe import PeriodicDataFrame
+
+from rtdash.config import Settings
+from rtdash.sources import SourceError, make_source
+from rtdash.stream import Poller, get_runtime
+from tests.fakeapi import FakeAPI
+from tests.helpers import fake_env, wait_until
+
+INTERVAL = 0.2
+
+
+@pytest.fixture
+def pollers() -> Iterator[Callable[..., Poller]]:
+    """``make(settings, kind="price", interval=INTERVAL)``: a started poller, stopped after the test."""
+    made: list[Poller] = []
+
+    def make(settings: Settings, kind: str = "price", interval: float = INTERVAL, start: bool = True) -> Poller:
+        poller = Poller(
+            make_source(kind, settings),
+            interval,
+            backlog=settings.backlog,
+            backoff_max=settings.backoff_max,
+            secrets=settings.secrets,
+        )
+        made.append(poller)
+        return poller.start() if start else poller
+
+    yield make
+    for poller in made:
+        poller.stop()
+
+
+class Collector:
+    """A subscriber callback that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.frames: list[pd.DataFrame] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, df: pd.DataFrame) -> None:
+        with self._lock:
+            self.frames.append(df)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        with self._lock:
+            frames = list(self.frames)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.frames)
+
+
+class RefusingPort:
+    """A 127.0.0.1 port that refuses connections until ``forward_to`` makes it a proxy to another server."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._closed = threading.Event()
+
+    def forward_to(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        threading.Thread(target=self._accept, args=((host, int(port)),), daemon=True).start()
+
+    def _accept(self, target: tuple[str, int]) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            upstream = socket.create_connection(target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._sock.close()
+
+
+def settings_for(url: str, **env: str) -> Settings:
+    env = {
+        "RTDASH_PRICE_SOURCE": "coinbase",
+        "RTDASH_WEATHER_SOURCE": "simulated",
+        "RTDASH_TIMEOUT": "0.2s",
+        "RTDASH_BACKOFF_MAX": "0.2s",
+    } | env
+    return Settings.load(environ=fake_env(url, **env), dotenv=None)
+
+
+# --- failures ----------------------------------------------------------------------------------------------------
+
+FAILURES = {
+    # name: (fault, keywords for set_fault)
+    "500": ("500", {}),
+    "502-html": ("502-html", {}),
+    "429": ("429", {}),
+    "401": ("401", {}),
+    "invalid-json": ("invalid-json", {}),
+    "wrong-shape": ("wrong-shape", {}),
+    "html-200": ("html-200", {}),
+    "503-json": ("http", {"status": 503, "body": {"message": "maintenance"}}),
+    "200-errors": ("http", {"status": 200, "body": {"errors": [{"id": "internal", "message": "oops"}]}}),
+    "slow": ("slow", {"delay": 1.0}),
+    "hang": ("hang", {}),
+    "refused": (None, {}),
+}
+
+
+def test_survives_20_consecutive_failures_of_every_kind_and_recovers_on_the_first_good_answer(pollers) -> None:
+    with contextlib.ExitStack() as stack:
+        apis: dict[str, FakeAPI] = {name: stack.enter_context(FakeAPI()) for name in FAILURES}
+        refusing = RefusingPort()
+        stack.callback(refusing.close)
+        runs: dict[str, tuple[Poller, Collector]] = {}
+        for name, (fault, kwargs) in FAILURES.items():
+            if fault is None:
+                settings = settings_for(apis[name].url, RTDASH_COINBASE_URL=refusing.url)
+            else:
+                apis[name].set_fault("coinbase", fault, **kwargs)
+                settings = settings_for(apis[name].url)
+            poller = pollers(settings, start=False)
+            collector = Collector()
+            poller.subscribe(collector)
+            runs[name] = (poller.start(), collector)
+
+        def all_failed_20_times() -> bool:
+            behind = {name: p.status.failures for name, (p, _) in runs.items() if p.status.failures < 20}
+            assert not behind, f"not yet 20 failures: {behind}"
+            return True
+
+        wait_until(all_failed_20_times, timeout=60, message="20 failures of every kind")
+        for name, (poller, collector) in runs.items():
+            s = poller.status
+            assert s.state == "error", name
+            assert s.last_error.startswith("Coinbase: ") and "\n" not in s.last_error, (name, s.last_error)
+            assert s.last_success is None and s.errors == s.fetches >= 20, name
+            assert poller.frame.continue_[0], f"{name}: the PeriodicDataFrame stopped"
+            assert len(collector) == 0, name
+
+        for i, (name, api) in enumerate(apis.items()):
+            api.prices["BTC"] = 1000.0 + i  # the next answer, exactly
+            if name == "refused":
+                refusing.forward_to(api.url)
+            else:
+                api.clear_fault()
+
+        def all_recovered() -> bool:
+            behind = {name: p.status.state for name, (p, _) in runs.items() if p.status.state != "ok"}
+            assert not behind, f"not recovered: {behind}"
+            return True
+
+        wait_until(all_recovered, timeout=20, message="recovery")
+        for i, (name, (poller, collector)) in enumerate(runs.items()):
+            wait_until(lambda c=collector: len(c) >= 1, timeout=5)
+            first = collector.frames[0]
+            assert first["price"].tolist() == [1000.0 + i], f"{name}: the first good answer was not the one shown"
+            s = poller.status
+            assert (s.failures, s.next_retry, s.simulated) == (0, None, False), name
+            assert s.last_success is not None and s.rows >= 1, name
+
+
+def test_one_hanging_provider_does_not_delay_the_other(fake_api: FakeAPI, make_settings) -> None:
+    settings = make_settings(
+        RTDASH_PRICE_SOURCE="coinbase",
+        RTDASH_WEATHER_SOURCE="open-meteo",
+        RTDASH_CITIES="Berlin",
+        RTDASH_PRICE_INTERVAL="200ms",
+        RTDASH_WEATHER_INTERVAL="200ms",
+        RTDASH_TIMEOUT="3s",
+    )
+    fake_api.set_fault("open-meteo", "hang")
+    runtime = get_runtime(settings)
+    wait_until(lambda: runtime.weather.status.failures >= 1, timeout=15, message="the hanging fetch to time out")
+    hung = next(r for r in fake_api.requests if r.provider == "open-meteo").time
+    during = [r.time for r in fake_api.requests if r.provider == "coinbase" and hung <= r.time <= hung + 3.0]
+    # 3 s of hanging at a 200 ms interval: about 15 price fetches; a price poller waiting on weather gets 0 or 1.
+    assert len(during) >= 8, f"only {len(during)} price fetches while the weather provider hung"
+    gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
+    assert max(gaps) < 1.5, f"price fetches paused for {max(gaps):.1f} s"
+    assert runtime.price.status.state == "ok" and runtime.price.status.failures == 0
+    assert runtime.weather.status.last_error == "Open-Meteo: no answer within 3 s"
+
+
+def test_429_retry_after_is_not_retried_before_it_says(fake_api: FakeAPI, make_settings, pollers) -> None:
+    fake_api.set_fault("coinbase", "429", retry_after=3)
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.5s"))
+    wait_until(lambda: poller.status.failures == 1, timeout=10)
+    s = poller.status
+    assert s.last_error == "Coinbase: HTTP 429: Too many requests (rate_limit_exceeded)"
+    assert (s.next_retry - s.last_error_time).total_seconds() >= 3.0
+    refresh = poller.fetch_now()  # the Refresh button respects it too, without asking
+    with pytest.raises(SourceError, match=r"^Coinbase: rate limited, retry in \d s$"):
+        refresh.result(timeout=1)
+    fake_api.clear_fault()
+    wait_until(lambda: poller.status.state == "ok", timeout=10)
+    first, second = fake_api.requests[:2]
+    assert second.time - first.time >= 3.0, f"retried after {second.time - first.time:.2f} s"
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap(fake_api: FakeAPI, make_settings, pollers) -> None:
+    fake_api.set_fault("coinbase", "500")
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.4s"), interval=0.1, start=False)
+    delays: list[float] = []
+    poller.status.param.watch(
+        lambda _: delays.append((poller.status.next_retry - poller.status.last_error_time).total_seconds()),
+        ["failures"],
+    )
+    poller.start()
+    wait_until(lambda: len(delays) >= 6, timeout=20)
+    # interval 0.1 s doubling, capped at 0.4 s, each drawn from [d/2, d]: [.05,.1] [.1,.2] [.2,.4] [.2,.4] ...
+    assert 0.05 <= delays[0] <= 0.1 + 0.01 and 0.1 <= delays[1] <= 0.2 + 0.01, delays
+    assert all(0.2 <= d <= 0.4 + 0.01 for d in delays[2:6]), delays
+    assert len(set(delays)) == len(delays), "no jitter"
+    times = [r.time for r in fake_api.requests]
+    for k in range(5):  # never asked again before next_retry
+        assert times[k + 1] - times[k] >= delays[k] - 0.02, (k, times, delays)
+
+
+# --- the PeriodicDataFrame and the runtime ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["hang", "refused"])
+def test_the_periodic_dataframe_neither_blocks_nor_raises(fake_api: FakeAPI, make_settings, fault: str) -> None:
+    env = {"RTDASH_PRICE_SOURCE": "coinbase", "RTDASH_WEATHER_SOURCE": "open-meteo", "RTDASH_TIMEOUT": "30s"}
+    if fault == "hang":
+        fake_api.set_fault("*", "hang")
+    else:
+        refusing = RefusingPort()
+        env |= {"RTDASH_COINBASE_URL": refusing.url, "RTDASH_OPENMETEO_URL": refusing.url}
+    settings = make_settings(**env)
+    started: dict[str, object] = {}
+
+    def start() -> None:
+        try:
+            started["runtime"] = get_runtime(settings)
+        except BaseException as exc:
+            started["error"] = exc
+
+    threading.Thread(target=start, daemon=True).start()
+    # A fetch inside the constructor would wait for the 30 s timeout; raising would leave an error.
+    wait_until(lambda: started, timeout=10, message="get_runtime() to return")
+    assert "error" not in started, started
+    runtime = started["runtime"]
+    assert isinstance(runtime.price.frame, PeriodicDataFrame)
+    if fault == "hang":
+        assert fake_api.wait_for_count("coinbase", 1) and fake_api.wait_for_count("open-meteo", 1)
+        assert runtime.price.status.state == runtime.weather.status.state == "starting"
+    else:
+        wait_until(lambda: runtime.price.status.state == "error", timeout=10)
+        assert runtime.price.status.last_error.startswith("Coinbase: cannot connect")
+        refusing.close()
+
+
+def test_one_runtime_per_settings(fake_api: FakeAPI, make_settings) -> None:
+    env = {"RTDASH_PRICE_SOURCE": "simulated", "RTDASH_WEATHER_SOURCE": "simulated"}
+    first = get_runtime(make_settings(**env))
+    assert get_runtime(make_settings(**env)) is first
+    assert get_runtime(make_settings(**env, RTDASH_SEED="1")) is not first
+
+
+# --- status ------------------------------------------------------------------------------------------------------
+
+
+def test_status_fields_move_as_expected(fake_api: FakeAPI, make_settings, pollers) -> None:
+    fake_api.set_fault("coinbase", "hang")
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_TIMEOUT="1s", RTDASH_BACKOFF_MAX="0.4s"))
+    s = poller.status
+    assert fake_api.wait_for_count("coinbase", 1)
+    assert (s.state, s.failures, s.last_error, s.next_retry, s.provider) == ("starting", 0, None, None, "Coinbase")
+
+    fake_api.set_fault("coinbase", "500")
+    wait_until(lambda: s.failures >= 2, timeout=10)
+    assert s.state == "error" and s.last_success is None
+    assert s.last_error == "Coinbase: HTTP 500 Internal Server Error: Internal Server Error"
+    assert s.next_retry > s.last_error_time
+
+    fake_api.clear_fault()
+    wait_until(lambda: s.state == "ok", timeout=10)
+    assert (s.failures, s.next_retry) == (0, None)
+    assert s.last_success is not None and s.rows >= 1 and s.interval == INTERVAL
+
+    fake_api.set_fault("coinbase", "html-200")
+    wait_until(lambda: s.failures >= 1, timeout=10)
+    assert s.state == "stale"  # live data was seen: stale, not error
+    assert s.last_error == "Coinbase: answered with an HTML page instead of data (Sign in to Wi-Fi)"
+    snapshot = poller.status.snapshot()
+    assert snapshot["state"] == "stale" and isinstance(snapshot["last_success"], str)
+
+    fake_api.clear_fault()
+    wait_until(lambda: s.state == "ok", timeout=10)
+
+
+def test_partial_answers_are_ok_with_a_detail(fake_api: FakeAPI, make_settings, pollers) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_ASSETS="BTC,NOPE"))
+    wait_until(lambda: poller.status.state == "ok", timeout=10)
+    assert poller.status.detail == "NOPE: Coinbase: HTTP 404: Invalid currency (not_found)"
+    assert set(poller.history()["asset"]) == {"BTC"}
+
+
+def test_auto_shows_simulated_until_live_then_stale_never_fake(fake_api: FakeAPI, make_settings, pollers) -> None:
+    fake_api.set_fault("coinbase", "500")
+    poller = pollers(make_settings(RTDASH_BACKOFF_MAX="0.2s"), start=False)
+    collector = Collector()
+    poller.subscribe(collector)
+    poller.start()
+    s = poller.status
+    wait_until(lambda: len(collector) >= 2, timeout=10)
+    assert (s.state, s.simulated, s.provider) == ("ok", True, "Simulated")
+    assert s.fallback_reason == "Coinbase: HTTP 500 Internal Server Error: Internal Server Error"
+    assert set(collector.rows["source"]) == {"simulated"}
+
+    fake_api.clear_fault()
+    wait_until(lambda: not s.simulated, timeout=10)
+    assert (s.state, s.provider, s.fallback_reason) == ("ok", "Coinbase", None)
+    assert set(poller.history()["source"]) == {"coinbase"}  # simulated points are dropped once live data comes
+
+    fake_api.set_fault("coinbase", "500")
+    wait_until(lambda: s.failures >= 3, timeout=10)
+    assert (s.state, s.simulated) == ("stale", False)
+    n = len(collector)
+    live_from = collector.rows["source"].tolist().index("coinbase")
+    assert set(collector.rows["source"].iloc[live_from:]) == {"coinbase"}
+    assert len(collector) == n
+
+
+# --- fan-out -----------------------------------------------------------------------------------------------------
+
+
+def test_subscribers_get_history_then_only_new_rows(fake_api: FakeAPI, make_settings, pollers) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_ASSETS="BTC,ETH"))
+    wait_until(lambda: len(poller.history()) >= 6, timeout=10)
+    collector = Collector()
+    sub = poller.subscribe(collector)
+    assert len(sub.history) >= 6 and list(sub.history.columns) == list(poller.history().columns)
+    wait_until(lambda: len(collector) >= 3, timeout=10)
+    # Make the poller quiet: once a fetch has failed, every earlier answer has been delivered.
+    fake_api.set_fault("coinbase", "500")
+    wait_until(lambda: poller.status.failures >= 1, timeout=10)
+    seen = pd.concat([sub.history, collector.rows], ignore_index=True)
+    assert len(seen) == poller.status.rows, "a row was lost or delivered twice"
+    pd.testing.assert_frame_equal(seen, poller.history())
+    assert all(times.is_monotonic_increasing for _, times in seen.groupby("asset")["time"])
+
+
+def test_history_keeps_the_backlog_per_series(fake_api: FakeAPI, make_settings, pollers) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_ASSETS="BTC,ETH", RTDASH_BACKLOG="3"))
+    wait_until(lambda: poller.status.rows >= 12, timeout=15)
+    history = poller.subscribe(lambda df: None).history
+    assert history.groupby("asset").size().to_dict() == {"BTC": 3, "ETH": 3}
+
+
+def test_cancelled_subscribers_get_nothing(fake_api: FakeAPI, make_settings, pollers) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+    kept, cancelled = Collector(), Collector()
+    poller.subscribe(kept)
+    sub = poller.subscribe(cancelled)
+    assert poller.subscriber_count == 2
+    wait_until(lambda: len(cancelled) >= 1, timeout=10)
+    sub.cancel()
+    n, m = len(kept), len(cancelled)
+    assert not sub.active and poller.subscriber_count == 1
+    wait_until(lambda: len(kept) >= n + 3, timeout=10)
+    assert len(cancelled) == m
+
+
+def test_updates_queued_for_a_loop_are_dropped_when_cancelled_before_they_run(
+    fake_api: FakeAPI, make_settings, pollers
+) -> None:
+    """In a Jupyter kernel rows reach a subscriber through its asyncio loop; cancelling must stop those in flight."""
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+
+    async def main() -> tuple[int, int]:
+        got = Collector()
+        sub = poller.subscribe(got)
+        while len(got) == 0:  # delivered on this loop
+            await asyncio.sleep(0.01)
+        updates = poller.updates
+        wait_until(lambda: poller.updates >= updates + 2, timeout=10)  # blocks this loop: two more are queued
+        before = len(got)
+        sub.cancel()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        return before, len(got)
+
+    before, after = asyncio.run(main())
+    assert after == before, f"{after - before} update(s) arrived after cancel()"
+
+
+def test_a_subscriber_that_raises_is_dropped_and_the_others_go_on(fake_api: FakeAPI, make_settings, pollers) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"), start=False)
+
+    def broken(df: pd.DataFrame) -> None:
+        raise RuntimeError("this document is gone")
+
+    bad = poller.subscribe(broken)
+    good = Collector()
+    poller.subscribe(good)
+    poller.start()
+    wait_until(lambda: len(good) >= 3, timeout=10)
+    assert not bad.active and poller.subscriber_count == 1
+    assert poller.status.state == "ok"

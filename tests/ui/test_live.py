@@ -1,0 +1,260 @@
+"""The served dashboard in a real headless Chromium: header, status badges, banner and the Live tab.
+
+Chart data is read from the page's Bokeh document (``window.Bokeh.documents[0]``), never from pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.fakeapi import closed_port_url
+from tests.helpers import ROOT, ServedApp, wait_until
+
+pytestmark = pytest.mark.ui
+
+FAST = {"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_CITIES": "London,Berlin,Tokyo"}
+HOSTILE = "<img src=x onerror=alert(1)>"
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+
+# Every ColumnDataSource with a time column: its id, columns, number of rows and last time.
+SOURCES_JS = """() => {
+  const out = [];
+  for (const m of window.Bokeh.documents[0]._all_models.values()) {
+    if (m.type === 'ColumnDataSource' && m.data.time !== undefined) {
+      const t = m.data.time;
+      out.push({id: m.id, columns: Object.keys(m.data).sort(), rows: t.length, last: t.length ? t[t.length - 1] : null});
+    }
+  }
+  return out;
+}"""
+# The figure that draws a column: its ranges, rows and the page position of its plot area.
+FIGURE_JS = """(column) => {
+  for (const f of window.Bokeh.documents[0]._all_models.values()) {
+    if (f.type !== 'Figure') continue;
+    const r = f.renderers.find((r) => r.data_source && r.data_source.data[column] !== undefined);
+    if (r === undefined) continue;
+    const t = r.data_source.data.time;
+    const frame = window.Bokeh.index.get_one(f).frame.bbox;
+    const box = window.Bokeh.index.get_one(f).el.getBoundingClientRect();
+    return {start: f.x_range.start, end: f.x_range.end, rows: t.length, last: t[t.length - 1],
+            x: box.x + frame.left, y: box.y + frame.top, width: frame.width, height: frame.height};
+  }
+  return null;
+}"""
+# All text of the page, shadow roots included; and whether any element matches a selector anywhere.
+TEXT_JS = """() => {
+  const parts = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) walk(el.shadowRoot); }
+    parts.push(root.textContent || '');
+  };
+  walk(document);
+  return parts.join(' ');
+}"""
+FIND_JS = """(selector) => {
+  const found = [];
+  const walk = (root) => {
+    found.push(...root.querySelectorAll(selector));
+    for (const el of root.querySelectorAll('*')) { if (el.shadowRoot) walk(el.shadowRoot); }
+  };
+  walk(document);
+  return found.length;
+}"""
+
+
+def open_dashboard(page: Page, app: ServedApp) -> None:
+    page.goto(f"{app.url}/realtime_dashboard")
+    page.wait_for_function("() => window.Bokeh !== undefined && window.Bokeh.documents.length > 0", timeout=60_000)
+
+
+def sources(page: Page, column: str) -> list[dict]:
+    return [s for s in page.evaluate(SOURCES_JS) if column in s["columns"]]
+
+
+def rows(page: Page, column: str) -> list[int]:
+    return [s["rows"] for s in sources(page, column)]
+
+
+def figure(page: Page, column: str) -> dict:
+    return page.evaluate(FIGURE_JS, column)
+
+
+def page_text(page: Page) -> str:
+    return page.evaluate(TEXT_JS)
+
+
+def badge(page: Page, kind: str):
+    return page.locator(f'.badge[data-kind="{kind}"]')
+
+
+def test_page_renders_tabs_and_no_errors(serve, page):
+    app = serve(env=FAST)
+    open_dashboard(page, app)
+    for name in ("Live", "Refresh", "History"):
+        expect(page.locator(".bk-tab", has_text=name)).to_be_visible()
+    wait_until(lambda: rows(page, "price") and min(rows(page, "price")) >= 2, 30, message="price points")
+    expect(badge(page, "price")).to_contain_text("Coinbase")
+    expect(badge(page, "weather")).to_contain_text("Open-Meteo")
+    expect(page.locator(".card .price")).to_contain_text("$")
+    assert "Traceback" not in page_text(page)
+    assert "Traceback" not in app.output()
+    assert page.console_errors == []
+
+
+def streamed_rows(event: dict) -> int:
+    """The number of rows a ColumnsStreamed event carries."""
+    column = (
+        event["data"]["entries"][0][1] if event["data"].get("type") == "map" else next(iter(event["data"].values()))
+    )
+    return column["shape"][0] if isinstance(column, dict) else len(column)
+
+
+def test_charts_stream_only_new_points(serve, page):
+    """Price and weather charts gain points, and each update carries only the new rows (Bokeh ColumnsStreamed)."""
+    events: list[dict] = []
+
+    def on_frame(payload: str | bytes) -> None:
+        if isinstance(payload, str) and '"events"' in payload:
+            events.extend(json.loads(payload).get("events", []))
+
+    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    app = serve(env=FAST)
+    open_dashboard(page, app)
+    wait_until(lambda: len(rows(page, "price")) == 1 and len(rows(page, "temperature")) == 3, 30, message="charts")
+    first = {column: rows(page, column) for column in ("price", "temperature", "humidity", "wind_speed")}
+    for column, before in first.items():
+        wait_until(
+            lambda c=column, b=before: all(n >= m + 2 for n, m in zip(rows(page, c), b, strict=True)),
+            30,
+            message=f"{column} charts to gain two points each",
+        )
+    chart_sources = {s["id"] for column in first for s in sources(page, column)}
+    data_events = [e for e in events if e["model"].get("id") in chart_sources and e.get("attr") == "data"]
+    streamed = [e for e in data_events if e["kind"] == "ColumnsStreamed"]
+    assert {e["model"]["id"] for e in streamed} == chart_sources
+    assert [e["kind"] for e in data_events if e["kind"] != "ColumnsStreamed"] == []  # no chart was sent whole again
+    assert max(streamed_rows(e) for e in streamed) <= 2  # a new point, and a line break after a gap
+    assert page.console_errors == []
+
+
+def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(serve, page):
+    app = serve(env=FAST)
+    open_dashboard(page, app)
+    wait_until(lambda: (f := figure(page, "price")) and f["rows"] >= 3, 30, message="a few prices")
+    chart = figure(page, "price")
+    page.mouse.move(chart["x"] + chart["width"] / 2, chart["y"] + chart["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(chart["x"] + chart["width"] * 0.8, chart["y"] + chart["height"] / 2, steps=8)
+    page.mouse.up()
+    zoomed = wait_until(lambda: (f := figure(page, "price")) and f["start"] < chart["start"] and f, 10, message="pan")
+    kept = wait_until(lambda: (f := figure(page, "price"))["rows"] >= zoomed["rows"] + 3 and f, 30, message="updates")
+    assert (kept["start"], kept["end"]) == (zoomed["start"], zoomed["end"])
+    assert kept["last"] > zoomed["end"]  # the new points arrived, outside the user's view
+
+    page.locator(".price-chart .bk-tool-icon-reset").click()
+    wait_until(lambda: (f := figure(page, "price"))["end"] >= f["last"], 10, message="the view to follow again")
+    now = figure(page, "price")
+    wait_until(lambda: (f := figure(page, "price"))["end"] > now["end"] >= now["last"], 10, message="follow on")
+    assert page.console_errors == []
+
+
+def test_badge_turns_stale_with_the_reason_and_recovers(serve, fake_api, page):
+    interval = 2.0
+    app = serve(env={**FAST, "RTDASH_PRICE_INTERVAL": f"{interval}s"})
+    open_dashboard(page, app)
+    price = badge(page, "price")
+    expect(price).to_have_attribute("data-state", "ok", timeout=30_000)
+    expect(price).to_contain_text("updated")
+
+    fake_api.set_fault("coinbase", "500")
+    expect(price).to_have_attribute("data-state", "stale", timeout=2 * interval * 1000)
+    expect(price).to_contain_text("HTTP 500")
+    assert "HTTP 500" in price.get_attribute("title")
+    expect(badge(page, "weather")).to_have_attribute("data-state", "ok")
+
+    fake_api.clear_fault()
+    expect(price).to_have_attribute("data-state", "ok", timeout=30_000)
+    expect(price).not_to_contain_text("HTTP 500")
+    assert page.console_errors == []
+
+
+def test_badge_shows_error_when_a_source_never_answered(serve, fake_api, page):
+    fake_api.set_fault("open-meteo", "429", retry_after=30)
+    app = serve(env={**FAST, "RTDASH_WEATHER_SOURCE": "open-meteo"})
+    open_dashboard(page, app)
+    weather = badge(page, "weather")
+    expect(weather).to_have_attribute("data-state", "error", timeout=30_000)
+    expect(weather).to_contain_text("HTTP 429")
+    expect(weather).to_contain_text("no data yet")
+    expect(badge(page, "price")).to_have_attribute("data-state", "ok", timeout=30_000)
+
+
+def test_simulated_banner_when_sources_are_unreachable_at_start(serve, page):
+    down = closed_port_url()
+    urls = ["COINBASE", "COINCAP", "OPENMETEO", "OPENMETEO_GEOCODING", "OPENWEATHER"]
+    app = serve(env={**FAST, **{f"RTDASH_{name}_URL": down for name in urls}})
+    open_dashboard(page, app)
+    banner = page.locator(".banner")
+    expect(banner).to_be_visible(timeout=30_000)
+    expect(banner).to_contain_text("Offline: showing simulated data — live sources unreachable:")
+    expect(banner).to_contain_text("Coinbase: cannot connect")
+    expect(badge(page, "price")).to_contain_text("Simulated")
+    wait_until(lambda: rows(page, "price") and rows(page, "price")[0] >= 2, 30, message="simulated prices")
+    assert page.console_errors == []
+
+
+def test_no_banner_while_live(serve, page):
+    app = serve(env=FAST)
+    open_dashboard(page, app)
+    expect(badge(page, "price")).to_have_attribute("data-state", "ok", timeout=30_000)
+    expect(badge(page, "weather")).to_have_attribute("data-state", "ok", timeout=30_000)
+    expect(page.locator(".banner")).to_have_count(0)
+
+
+def test_hostile_city_name_and_provider_message_are_text(serve, page):
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    app = serve(env={**FAST, "RTDASH_WEATHER_SOURCE": "open-meteo", "RTDASH_CITIES": f"London,{HOSTILE}"})
+    open_dashboard(page, app)
+    legend = page.locator(".legend .item")
+    expect(legend).to_have_text(["London", HOSTILE])
+    weather = badge(page, "weather")
+    expect(weather).to_contain_text(f"unknown city '{HOSTILE}'", timeout=30_000)  # the geocoder found nothing
+    wait_until(lambda: rows(page, "temperature") and max(rows(page, "temperature")) >= 2, 30, message="London")
+    assert page.evaluate(FIND_JS, "img") == 0
+    assert dialogs == []
+    assert page.console_errors == []
+
+
+def test_pause_holds_points_and_resume_catches_up(serve, fake_api, page):
+    app = serve(env=FAST)
+    open_dashboard(page, app)
+    wait_until(lambda: rows(page, "price") and rows(page, "price")[0] >= 2, 30, message="prices")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    held = rows(page, "price")[0]
+    price = page.locator(".card .price").inner_text()
+    fetches = fake_api.count("coinbase")
+    wait_until(lambda: fake_api.count("coinbase") >= fetches + 3, 10, message="three more fetches")
+    expect(page.get_by_text("Paused: new points are held")).to_be_visible()
+    assert rows(page, "price")[0] == held
+    assert page.locator(".card .price").inner_text() == price
+    page.get_by_role("button", name="Resume").click()
+    wait_until(lambda: rows(page, "price")[0] > held, 10, message="catching up")
+    expect(page.get_by_role("button", name="Pause")).to_be_visible()
+
+
+def test_screenshot_for_the_readme(serve, page):
+    app = serve(env={"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_ASSETS": "BTC,ETH"})
+    open_dashboard(page, app)
+    wait_until(lambda: len(rows(page, "price")) == 2 and min(rows(page, "price")) >= 20, 60, message="20 prices")
+    wait_until(lambda: rows(page, "temperature") and min(rows(page, "temperature")) >= 10, 60, message="weather")
+    expect(badge(page, "weather")).to_have_attribute("data-state", "ok")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOT)
+    assert Path(SCREENSHOT).stat().st_size > 10_000
+    assert page.console_errors == []

@@ -1,0 +1,180 @@
+"""The Refresh tab in a real headless Chromium against ``panel serve realtime_dashboard.py`` on the fake API.
+
+The weather interval is an hour, so the only weather requests after the first are the ones a test makes.  What the
+map draws is read from the page's Bokeh document; the table from its cells.  Every request of the browser beyond
+the served app is recorded and refused, except map tiles, which a test may answer with a local image.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Page, Route
+
+from tests.helpers import ServedApp, wait_until
+
+pytestmark = pytest.mark.ui
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+QUIET = {"RTDASH_WEATHER_INTERVAL": "1h", "RTDASH_PRICE_INTERVAL": "1h", "RTDASH_TILES": "none"}
+CITIES = 7  # the default list
+TILE_HOSTS = ("tile.openstreetmap.org", "basemaps.cartocdn.com", "fastly.net", "arcgisonline.com")
+PNG = base64.b64decode(  # 1x1 light grey
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"
+)
+NETWORK_ERROR = "Failed to load resource"  # Chromium's console line for a request that failed
+
+# The points of the Refresh map (the only renderer with "value" and "city" columns) and their colour mapper.
+MAP_JS = """() => {
+  const models = [...window.Bokeh.documents[0].all_models];
+  const r = models.find(m => m.type == "GlyphRenderer" && m.data_source.data.value !== undefined
+                             && m.data_source.data.city !== undefined);
+  if (!r) return null;
+  const mapper = r.glyph.fill_color.transform;
+  return {city: Array.from(r.data_source.data.city), value: Array.from(r.data_source.data.value),
+          palette: Array.from(mapper.palette), low: mapper.low, high: mapper.high,
+          tiles: models.filter(m => m.type.endsWith("TileSource")).map(m => m.url)};
+}"""
+
+# Where a city's point is on the screen, from the map's own scales.
+POINT_JS = """(name) => {
+  const find = (view) => {
+    const r = view.model.renderers && view.model.renderers.find(r => r.data_source && r.data_source.data.value);
+    if (r) return [view, r];
+    for (const child of (view.child_views || [])) { const found = find(child); if (found) return found; }
+    return null;
+  };
+  const [view, r] = Object.values(window.Bokeh.index).map(find).find(found => found);
+  const data = r.data_source.data, i = Array.from(data.city).indexOf(name);
+  const box = view.canvas_view.el.getBoundingClientRect();
+  return [box.left + view.frame.x_scale.compute(data.x[i]), box.top + view.frame.y_scale.compute(data.y[i])];
+}"""
+
+
+@pytest.fixture
+def browser_page(page: Page) -> Page:
+    """``page`` with every request beyond 127.0.0.1 recorded in ``page.external`` and refused; a test sets
+    ``page.tiles`` to "local" to answer map tiles with a small image instead."""
+    page.external, page.tiles = [], "refuse"
+
+    def route(route: Route) -> None:
+        url = route.request.url
+        if urlsplit(url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+            return
+        page.external.append(url)
+        if page.tiles == "local" and urlsplit(url).hostname.endswith(TILE_HOSTS):
+            route.fulfill(status=200, content_type="image/png", body=PNG)
+        else:
+            route.abort()
+
+    page.route("**/*", route)
+    return page
+
+
+def open_refresh_tab(page: Page, app: ServedApp, cities: int = CITIES) -> None:
+    page.goto(f"{app.url}/realtime_dashboard")
+    page.locator(".bk-tab", has_text="Refresh").click()
+    wait_until(lambda: len(column(page, "city")) == cities, 30, message=f"{cities} cities in the table")
+
+
+def column(page: Page, field: str) -> list[str]:
+    """The visible text of one column of the Refresh table, top to bottom."""
+    return page.locator(f'.tabulator-cell[tabulator-field="{field}"]').filter(visible=True).all_inner_texts()
+
+
+def drawn(page: Page) -> dict:
+    return page.evaluate(MAP_JS)
+
+
+def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, browser_page, fake_api) -> None:
+    page = browser_page
+    app = serve(env=QUIET)
+    open_refresh_tab(page, app)
+    before = set(column(page, "fetched"))
+    # Rows are timed to the second: wait for a new second so that refreshed rows can be told apart.
+    wait_until(lambda: datetime.now(UTC).strftime("%H:%M:%S") not in before, 5, message="a new second")
+    requests = fake_api.count("open-meteo")
+    fake_api.set_fault("open-meteo", "slow", delay=1.0)  # long enough to see the loading indicator
+
+    page.get_by_role("button", name="Refresh").click()
+
+    wait_until(lambda: page.locator(".pn-loading").filter(visible=True).count(), 5, message="the loading indicator")
+    wait_until(lambda: set(column(page, "fetched")) - before, 10, message="the table to show the new rows")
+    assert len(column(page, "fetched")) == CITIES and len(set(column(page, "fetched"))) == 1
+    assert fake_api.count("open-meteo") == requests + 1
+    wait_until(lambda: not page.locator(".pn-loading").filter(visible=True).count(), 5, message="loading to end")
+    assert page.console_errors == [] and page.external == []
+
+
+def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_page, fake_api) -> None:
+    page = browser_page
+    app = serve(env=QUIET)
+    open_refresh_tab(page, app)
+    temperature = drawn(page)
+    requests = fake_api.count("open-meteo")
+
+    page.get_by_role("button", name="Humidity").click()
+
+    wait_until(lambda: drawn(page)["palette"] != temperature["palette"], 10, message="the map to be recoloured")
+    humidity = drawn(page)
+    shown = dict(zip(column(page, "city"), map(float, column(page, "humidity")), strict=True))
+    assert {city: round(value, 1) for city, value in zip(humidity["city"], humidity["value"], strict=True)} == shown
+    assert (humidity["low"], humidity["high"]) == (min(shown.values()), max(shown.values()))
+    assert list(shown.values()) == sorted(shown.values(), reverse=True)  # the table follows the metric
+    assert humidity["city"] == temperature["city"] and humidity["value"] != temperature["value"]
+    assert fake_api.count("open-meteo") == requests
+    assert page.console_errors == []
+
+
+def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serve, browser_page, fake_api) -> None:
+    page = browser_page
+    app = serve(env=QUIET)
+    open_refresh_tab(page, app)
+    for metric in ("Wind speed", "Humidity", "Temperature"):
+        page.get_by_role("button", name=metric).click()
+    requests = fake_api.count("open-meteo")
+    page.get_by_role("button", name="Refresh").click()
+    fake_api.wait_for_count("open-meteo", requests + 1)
+    wait_until(lambda: page.get_by_role("button", name="Refresh").is_enabled(), 10, message="the refresh to end")
+
+    assert drawn(page)["tiles"] == [] and len(drawn(page)["city"]) == CITIES
+    assert page.get_by_text("Longitude").count() == 0  # axis labels are drawn on the canvas, not in the DOM
+    assert "Traceback" not in page.inner_text("body")
+    assert page.console_errors == [] and page.external == []
+
+
+@pytest.mark.parametrize("tiles", ["local", "refuse"])
+def test_with_tiles_the_points_show_whether_or_not_tiles_load(serve, browser_page, tiles: str) -> None:
+    """Tiles come from the internet: answered locally, nothing goes wrong; refused (offline), the points still
+    show and the only console lines are Chromium's own for the failed tile requests."""
+    page = browser_page
+    page.tiles = tiles
+    app = serve(env={**QUIET, "RTDASH_TILES": "OSM"})
+    open_refresh_tab(page, app)
+    wait_until(lambda: page.external, 10, message="the browser to ask for tiles")
+
+    assert [url for url in drawn(page)["tiles"] if "openstreetmap" in url]
+    assert len(drawn(page)["city"]) == CITIES
+    assert all(urlsplit(url).hostname.endswith(TILE_HOSTS) for url in page.external)
+    errors = page.console_errors if tiles == "local" else [e for e in page.console_errors if NETWORK_ERROR not in e]
+    assert errors == []
+
+
+def test_a_hostile_city_name_is_shown_as_text(serve, browser_page, fake_api) -> None:
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    fake_api.set_fault("open-meteo", "500")  # unreachable at start: simulated rows, which have every city
+    app = serve(env={**QUIET, "RTDASH_CITIES": f"Fresno,{HOSTILE}"})
+    open_refresh_tab(page, app, cities=2)
+
+    assert HOSTILE in column(page, "city")
+    page.mouse.move(*page.evaluate(POINT_JS, HOSTILE))
+    tooltip = page.locator(".bk-Tooltip *").filter(visible=True)
+    wait_until(lambda: HOSTILE in tooltip.all_inner_texts(), 5, message="the hover to show the name")
+    assert page.locator("img[src='x']").count() == 0
+    assert dialogs == [] and page.console_errors == []

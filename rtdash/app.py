@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import html
 import logging
 import socket
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     try:
         settings = settings if settings is not None else Settings.load(argv=argv)
     except SettingsError as exc:
-        log.error("rtdash: error: %s", exc)
+        _log_once(f"rtdash: error: {exc}")
         message = html.escape(f"rtdash cannot start: {exc}")
         return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
     runtime = get_runtime(settings)
@@ -57,13 +58,22 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         stylesheets=[HEADER_CSS],
         sizing_mode="stretch_width",
     )
+    # dynamic: a tab is rendered when it is shown, so the page starts with the Live tab alone (and a map whose
+    # tiles cannot load does not hold back the page's "ready" event that live updates wait for).
     tabs = pn.Tabs(
         ("Live", LiveView(runtime=runtime)),
         ("Refresh", RefreshView(runtime=runtime)),
         ("History", HistoryView(runtime=runtime)),
+        dynamic=True,
         sizing_mode="stretch_width",
     )
     return pn.Column(header, status.banner, tabs, sizing_mode="stretch_width")
+
+
+@functools.cache
+def _log_once(message: str) -> None:
+    """Log ``message`` the first time only: a bad setting is one line in the log, not one per page view."""
+    log.error("%s", message)
 
 
 def _free_port() -> int:

@@ -37,6 +37,7 @@ from typing import Any
 
 import panel as pn
 import tornado.web
+import tornado.websocket
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
 
@@ -442,7 +443,10 @@ def on_session(runtime) -> None:
     handler = _request_handler()
     if handler is not None:
         install(handler.application, settings)
-        handler.set_header("Content-Security-Policy", frame_ancestors_header(settings))
+        # A session is created by the page request, or by a websocket that outlived its page's session (or
+        # reached another --num-procs process): only the page has headers to set.
+        if not isinstance(handler, tornado.websocket.WebSocketHandler):
+            handler.set_header("Content-Security-Policy", frame_ancestors_header(settings))
 
 
 def _session_ended(key: int) -> None:

@@ -1,21 +1,26 @@
-"""A real ``panel serve`` with five real sessions polls each source once per interval, not once per session, and the
-sessions' subscriptions are gone once they close (``/health`` reports the subscribers of each source)."""
+"""A real ``panel serve`` with five real browser sessions polls each source once per interval, not once per
+session, and the sessions' subscriptions are gone once they close (``/health`` reports each source's subscribers).
+
+Real pages rather than ``bokeh.client.pull_session``: a Python client never reports its document ready, and Panel
+keeps such a session busy (so never idle enough to expire), which is not what a closed browser tab does.
+"""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
 import requests
-import panel.models.tabulator  # noqa: F401 - the client must know the models the app sends
-from bokeh.client import ClientSession, pull_session
+from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.fakeapi import FakeAPI
 from tests.helpers import ServedApp, wait_until
 
+pytestmark = [pytest.mark.ui, pytest.mark.slow]
+
 INTERVAL = 1.0
 WINDOW = 5  # intervals counted
+SESSIONS = 5
 
 
 def health(app: ServedApp) -> dict:
@@ -26,6 +31,13 @@ def health(app: ServedApp) -> dict:
 
 def subscribers(app: ServedApp) -> dict[str, int]:
     return {kind: source["subscribers"] for kind, source in health(app)["sources"].items()}
+
+
+def expect_subscribers(app: ServedApp, price: int, weather: int | None = None) -> bool:
+    found = subscribers(app)
+    assert found["price"] == price, f"price subscribers: {found}"
+    assert weather is None or found["weather"] == weather, f"weather subscribers: {found}"
+    return True
 
 
 def polls_in_window(api: FakeAPI, provider: str, after: float) -> tuple[int, list[float]]:
@@ -42,38 +54,39 @@ def polls_in_window(api: FakeAPI, provider: str, after: float) -> tuple[int, lis
 
 
 @pytest.fixture
-def sessions() -> Iterator[list[ClientSession]]:
-    opened: list[ClientSession] = []
-    yield opened
-    for session in opened:
-        with contextlib.suppress(Exception):
-            session.close()
+def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
+    made = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in range(SESSIONS)]
+    yield made
+    for context in made:
+        context.close()
 
 
-@pytest.mark.slow
 def test_five_sessions_share_one_poll_per_interval_and_leave_nothing_behind(
-    fake_api: FakeAPI, serve, sessions: list[ClientSession]
+    fake_api: FakeAPI, serve, contexts: list[BrowserContext]
 ) -> None:
     app = serve(
         env={
             "RTDASH_PRICE_SOURCE": "coinbase",
             "RTDASH_WEATHER_SOURCE": "open-meteo",
             "RTDASH_CITIES": "Berlin,Tokyo",
-            "RTDASH_PRICE_INTERVAL": f"{INTERVAL}s",
-            "RTDASH_WEATHER_INTERVAL": f"{INTERVAL}s",
+            "RTDASH_PRICE_INTERVAL": f"{INTERVAL:g}s",
+            "RTDASH_WEATHER_INTERVAL": f"{INTERVAL:g}s",
         },
         serve_args=["--plugins", "rtdash.server"],  # /health from startup
     )
-    for _ in range(5):
-        sessions.append(pull_session(url=f"{app.url}/realtime_dashboard"))
-    wait_until(lambda: subscribers(app)["price"] >= 5, timeout=30, message="five sessions to subscribe")
+    pages = [context.new_page() for context in contexts]
+    for page in pages:
+        page.goto(f"{app.url}/realtime_dashboard")
+    for page in pages:
+        expect(page.locator(".bk-tab", has_text="Live")).to_be_visible(timeout=60_000)
+    wait_until(lambda: subscribers(app)["price"] >= SESSIONS, timeout=60, message="five sessions to subscribe")
     body = health(app)
-    assert set(body["sources"]) == {"price", "weather"}, "more than one live stream in the server"
-    per_session = body["sources"]["price"]["subscribers"] // 5
-    assert body["sources"]["price"]["subscribers"] == 5 * per_session >= 5, body
-    assert body["sources"]["weather"]["subscribers"] >= 5, body
+    assert set(body["sources"]) == {"price", "weather"}, f"more than one live stream in the server: {body}"
+    per_session = body["sources"]["price"]["subscribers"] // SESSIONS
+    assert body["sources"]["price"]["subscribers"] == SESSIONS * per_session >= SESSIONS, body
+    assert body["sources"]["weather"]["subscribers"] >= SESSIONS, body
 
-    # Count at the fake API, once every session is open.
+    # Count at the fake API, once every session is open: one poll per interval whatever the number of viewers.
     opened = max(r.time for r in fake_api.requests)
     for provider in ("coinbase", "open-meteo"):
         count, times = polls_in_window(fake_api, provider, opened)
@@ -81,16 +94,9 @@ def test_five_sessions_share_one_poll_per_interval_and_leave_nothing_behind(
     assert fake_api.count("geocoding") == 0
 
     # Sessions that close take their subscriptions with them.
-    for session in sessions[:2]:
-        session.close()
-    wait_until(lambda: expect_subscribers(app, 3 * per_session), timeout=30, message="two sessions to go")
-    for session in sessions[2:]:
-        session.close()
-    wait_until(lambda: expect_subscribers(app, 0, weather=0), timeout=30, message="every subscription gone")
-
-
-def expect_subscribers(app: ServedApp, price: int, weather: int | None = None) -> bool:
-    found = subscribers(app)
-    assert found["price"] == price, f"price subscribers: {found}"
-    assert weather is None or found["weather"] == weather, f"weather subscribers: {found}"
-    return True
+    for context in contexts[:2]:
+        context.close()
+    wait_until(lambda: expect_subscribers(app, 3 * per_session), timeout=60, message="two sessions to go")
+    for context in contexts[2:]:
+        context.close()
+    wait_until(lambda: expect_subscribers(app, 0, weather=0), timeout=60, message="every subscription gone")

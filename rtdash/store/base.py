@@ -45,6 +45,13 @@ def utc(value: TimeLike) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _param(value: TimeLike, *, ceil: bool = False) -> dt.datetime:
+    """A bound for SQL: UTC, to the microsecond the stores keep (an end bound rounds up, so that it still excludes
+    exactly what it excluded)."""
+    ts = utc(value)
+    return (ts.ceil("us") if ceil else ts.floor("us")).to_pydatetime()
+
+
 def _check_kind(kind: str) -> None:
     if kind not in COLUMNS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -216,7 +223,7 @@ class Store(abc.ABC):
         if step <= dt.timedelta(0):
             raise ValueError(f"every must be positive, got {every!r}")
         where, params = self._where(kind, start, end, series)
-        params.update(every=pd.Timedelta(step).to_pytimedelta(), origin=ORIGIN.to_pydatetime())
+        params.update(every=pd.Timedelta(step).ceil("us").to_pytimedelta(), origin=ORIGIN.to_pydatetime())
         bucket = self._bucket("%(every)s", "time", "%(origin)s")
         sql = (
             f"SELECT {self._epoch_us('bucket')} AS time, {name}, mean AS {metric}, lo AS min, hi AS max, n AS count "
@@ -258,7 +265,7 @@ class Store(abc.ABC):
 
     def prune(self, older_than: TimeLike) -> int:
         """Delete the rows of every kind with ``time < older_than`` (the retention); rows deleted."""
-        cutoff = utc(older_than)
+        cutoff = _param(older_than, ceil=True)
         return sum(self._execute(f"DELETE FROM {kind} WHERE time < %(cutoff)s", {"cutoff": cutoff}) for kind in KINDS)
 
     # -- shared SQL --------------------------------------------------------------------------------------------------
@@ -270,10 +277,10 @@ class Store(abc.ABC):
         clauses, params = [], {}
         if start is not None:
             clauses.append("time >= %(start)s")
-            params["start"] = utc(start).to_pydatetime()
+            params["start"] = _param(start)
         if end is not None:
             clauses.append("time < %(end)s")
-            params["end"] = utc(end).to_pydatetime()
+            params["end"] = _param(end, ceil=True)
         if series is not None:
             clauses.append(f"{SERIES[kind]} = ANY(%(series)s)")
             params["series"] = [str(name) for name in series]

@@ -15,7 +15,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import panel as pn
 import param
+from bokeh.document import Document
 
 from ..config import format_duration
 from ..sources import COLUMNS, SERIES
@@ -249,11 +251,18 @@ def subscribe_direct(poller: Poller, callback) -> Subscription:
     """Subscribe so that ``callback`` runs on the poller's own thread, outside any session.
 
     ``Poller.subscribe`` binds a subscription to the caller's Panel session (and ends it with the session) or to
-    the caller's event loop; the runtime is often created inside the first session.  Subscribing from a fresh
-    thread, which has neither, gives a plain subscription that lives as long as the poller.
+    the caller's event loop, and the runtime is often created inside the first session.  It subscribes here from a
+    fresh thread (no event loop) whose current document is a blank one (no session; while a session's script runs,
+    Bokeh's current document is patched for every thread), which gives a plain subscription that lives as long as
+    the poller.
     """
     result: list[Subscription] = []
-    thread = threading.Thread(target=lambda: result.append(poller.subscribe(callback)), name="rtdash-subscribe")
+
+    def run() -> None:
+        pn.state.curdoc = Document()  # this thread's own context only
+        result.append(poller.subscribe(callback))
+
+    thread = threading.Thread(target=run, name="rtdash-subscribe")
     thread.start()
     thread.join()
     return result[0]

@@ -79,12 +79,27 @@ class Subscription:
         self.callback = callback
         self._dispatch = dispatch
         self.history: pd.DataFrame = empty_frame(poller.kind)
+        self._pending: list[pd.DataFrame] = []  # rows waiting for the one scheduled callback
+        self._pending_lock = threading.Lock()
 
     def deliver(self, df: pd.DataFrame) -> None:
         if self._dispatch is None:
             self._run(df)
-        else:
-            self._dispatch(lambda: self._run(df))
+            return
+        # At most one callback waits on the subscriber's loop: rows that come meanwhile join it.  A session that
+        # falls behind gets fewer, larger updates instead of an ever longer queue (which would also keep Bokeh
+        # from ever finding a closed session idle enough to discard it).
+        with self._pending_lock:
+            self._pending.append(df)
+            if len(self._pending) > 1:
+                return
+        self._dispatch(self._drain)
+
+    def _drain(self) -> None:
+        with self._pending_lock:
+            frames, self._pending = self._pending, []
+        if frames:
+            self._run(frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True))
 
     def _run(self, df: pd.DataFrame) -> None:
         # Checked when the callback runs, not when it was queued: a subscription cancelled meanwhile gets nothing.

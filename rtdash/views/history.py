@@ -35,7 +35,7 @@ from holoviews.streams import Pipe, RangeX
 
 from ..sources import COLUMNS, SERIES, UNITS
 from ..store import Store
-from ..store.base import LABELS
+from ..store.base import LABELS, utc
 
 RANGES = {"Last hour": pd.Timedelta("1h"), "Last day": pd.Timedelta("1D"), "Last week": pd.Timedelta("7D")}
 SPANS = [*RANGES, "All", "Custom"]
@@ -164,7 +164,7 @@ class HistoryView(pn.viewable.Viewer):
 
     def _custom_picked(self, event) -> None:
         if event.new and all(event.new):
-            self.custom = tuple(pd.Timestamp(v).tz_localize("UTC") for v in event.new)
+            self.custom = tuple(utc(v) for v in event.new)  # the picker's times are read as UTC
 
     @param.depends("span", "metric", watch=True)
     def _sync_visibility(self) -> None:
@@ -174,7 +174,10 @@ class HistoryView(pn.viewable.Viewer):
 
     @param.depends("span", "custom", "metric", "asset", "cities", watch=True)
     def _changed(self) -> None:
-        if self.store is None or (self.span == "Custom" and not self.custom):
+        if self.store is None:
+            return
+        if self.span == "Custom" and not self.custom:
+            self._say("Pick the start and the end of the custom range (UTC) above.")
             return
         if _in_session():
             pn.state.execute(self._load_async)
@@ -186,7 +189,7 @@ class HistoryView(pn.viewable.Viewer):
         if self.span == "Custom":
             if not self.custom:
                 return None
-            start, end = sorted(self.custom)
+            start, end = sorted(utc(v) for v in self.custom)
             return start, end
         if self.span == "All":
             first, last = self.store.bounds(self.kind, self.series)
@@ -290,7 +293,7 @@ class HistoryView(pn.viewable.Viewer):
             )
             for name, group in data.groupby(key, sort=True)
         }
-        overlay = hv.NdOverlay(curves, kdims=[hv.Dimension(key, label=key.title())])
+        overlay = hv.NdOverlay(curves, kdims=[hv.Dimension(key, label=key.title())]).relabel(METRICS[metric])
         return overlay.opts(  # not batched: one glyph per series keeps the hover's values per point
             legend_position="top_left", show_legend=kind == "weather", batched=False, responsive=True, height=440
         )

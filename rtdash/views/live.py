@@ -1,8 +1,9 @@
 """The Live tab: latest prices with their change, and streaming price and weather charts.
 
 Rows come from the shared pollers (one subscription per session) and go into one ``holoviews.streams.Buffer``
-per series and chart, so HoloViews streams only the new points to the browser (``ColumnDataSource.stream``) and
-keeps a user's zoom until the plot's reset tool is used (the Buffer's ``following``).
+per series and chart, so HoloViews streams only the new points to the browser (``ColumnDataSource.stream``).  The
+browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan, while points keep arriving, until the
+plot's reset tool is used.
 """
 
 from __future__ import annotations
@@ -79,7 +80,13 @@ class SeriesBuffers:
         self.last: dict[str, pd.Timestamp] = {}
         self.simulated = _simulated(history)
         chunks = self._new_rows(history)
-        empty = pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), value: pd.Series([], dtype="float64")})
+        empty = pd.DataFrame(
+            {
+                "time": pd.Series([], dtype="datetime64[ns]"),
+                value: pd.Series([], dtype="float64"),
+                self.key: pd.Series([], dtype=object),
+            }
+        )
         # The history is the buffers' initial data, so that the first update already streams.  Distinct names for
         # each buffer's data let one trigger carry them all.
         self.buffers = {
@@ -103,7 +110,9 @@ class SeriesBuffers:
                 continue
             rows = rows.sort_values("time", kind="stable")
             self.last[name] = rows["time"].iloc[-1]
-            chunk = pd.DataFrame({"time": _naive_utc(rows["time"]), self.value: rows[self.value].to_numpy()})
+            chunk = pd.DataFrame(
+                {"time": _naive_utc(rows["time"]), self.value: rows[self.value].to_numpy(), self.key: name}
+            )
             previous = None if last is None else _naive_utc(pd.Series([last])).iloc[0]
             chunks[name] = with_gaps(chunk, previous, self.gap, [self.value])
         return chunks
@@ -131,7 +140,7 @@ class SeriesBuffers:
 
         def curve(buffer: Buffer, name: str, **_) -> hv.Curve:
             colour = {"color": colours[name]} if colours else {}
-            return hv.Curve(buffer.data, "time", self.value, label=name).opts(**curve_opts, **colour)
+            return hv.Curve(buffer.data, "time", [self.value, self.key], label=name).opts(**curve_opts, **colour)
 
         layers = [
             hv.DynamicMap(functools.partial(curve, buffer, name), streams=[buffer])
@@ -158,6 +167,20 @@ def follow_in_browser(plot, element) -> None:
     figure.y_range = DataRange1d(range_padding=0.1, only_visible=True)
     handlers = figure._event_callbacks.get("rangesupdate", [])
     handlers[:] = [handler for handler in handlers if getattr(handler, "__name__", "") != "_disable_follow"]
+
+
+HOVER_TIME = ("Time (UTC)", "@{time}{%F %T}")
+CURVE_OPTS = dict(line_width=2, tools=["hover"], hover_formatters={"@{time}": "datetime"})
+CHART_OPTS = dict(
+    responsive=True,
+    height=CHART_HEIGHT,
+    min_width=300,
+    show_grid=True,
+    show_legend=False,  # one legend of the cities above the weather charts, as HTML
+    xlabel="Time (UTC)",
+    apply_ranges=False,
+    hooks=[follow_in_browser],
+)
 
 
 def _naive_utc(times: pd.Series) -> pd.Series:
@@ -225,51 +248,9 @@ class LiveView(pn.viewable.Viewer):
         self._paused_note = pn.pane.HTML(
             "Paused: new points are held; resume to catch up.", visible=False, styles={"color": "#92400e"}
         )
-        hover_time = ("Time (UTC)", "@{time}{%F %T}")
-        hover = dict(tools=["hover"], hover_formatters={"@{time}": "datetime"})
-        figure = dict(
-            responsive=True,
-            height=CHART_HEIGHT,
-            min_width=300,
-            show_grid=True,
-            show_legend=False,
-            xlabel="Time (UTC)",
-            apply_ranges=False,
-            hooks=[follow_in_browser],
-        )
-        price_hover = [hover_time, ("Price", f"@{{price}}{{0,0.00[0000]}} {self._quote}")]
-        self._price_charts = [
-            pn.pane.HoloViews(
-                self._prices[asset].chart(
-                    dict(hover_tooltips=price_hover, color=PALETTE[0], line_width=2, **hover),
-                    title=f"{asset}-{self._quote}",
-                    ylabel=f"Price ({self._quote})",
-                    yformatter=NumeralTickFormatter(format="0,0.[000000]"),
-                    **figure,
-                ),
-                sizing_mode="stretch_width",
-                css_classes=["price-chart"],
-            )
-            for asset in settings.assets
-        ]
+        self._price_charts = [self._price_chart(asset) for asset in settings.assets]
         self._weather_charts = [
-            pn.pane.HoloViews(
-                self._weather[metric].chart(
-                    dict(
-                        hover_tooltips=[("City", "$label"), hover_time, (title, f"@{{{metric}}}{{0.0}} {unit}")],
-                        line_width=2,
-                        **hover,
-                    ),
-                    colours=colours,
-                    title=title,
-                    ylabel=f"{title} ({unit})",
-                    **figure,
-                ),
-                sizing_mode="stretch_width",
-                css_classes=["weather-chart"],
-            )
-            for metric, title in WEATHER_METRICS.items()
-            for unit in [units[metric]]
+            self._weather_chart(metric, title, units[metric], colours) for metric, title in WEATHER_METRICS.items()
         ]
         items = "".join(
             f'<span class="item"><span class="swatch" style="background: {colour}"></span>{html.escape(city)}</span>'
@@ -277,6 +258,25 @@ class LiveView(pn.viewable.Viewer):
         )
         self._legend = pn.pane.HTML(f'<div class="legend">{items}</div>', stylesheets=[LEGEND_CSS], margin=(0, 10))
         self._update_cards()
+
+    def _price_chart(self, asset: str) -> pn.pane.HoloViews:
+        tooltips = [HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {self._quote}")]
+        chart = self._prices[asset].chart(
+            dict(hover_tooltips=tooltips, color=PALETTE[0], **CURVE_OPTS),
+            title=f"{asset}-{self._quote}",
+            ylabel=f"Price ({self._quote})",
+            yformatter=NumeralTickFormatter(format="0,0.[000000]"),
+            **CHART_OPTS,
+        )
+        return pn.pane.HoloViews(chart, sizing_mode="stretch_width", css_classes=["price-chart"])
+
+    def _weather_chart(self, metric: str, title: str, unit: str, colours: dict[str, str]) -> pn.pane.HoloViews:
+        # The city comes from the data, never into the template, which Bokeh reads as HTML.
+        tooltips = [("City", "@{city}"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")]
+        chart = self._weather[metric].chart(
+            dict(hover_tooltips=tooltips, **CURVE_OPTS), colours, title=title, ylabel=f"{title} ({unit})", **CHART_OPTS
+        )
+        return pn.pane.HoloViews(chart, sizing_mode="stretch_width", css_classes=["weather-chart"])
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:
         """New rows of ``kind`` from the poller (on this session's document), or a backlog to catch up from."""

@@ -71,10 +71,12 @@ class RefreshView(pn.viewable.Viewer):
     refresh = param.Action(lambda self: self.fetch(), label="Refresh", doc="Fetch fresh weather now.")
     frame = param.DataFrame(precedence=-1, doc="The latest row of every city shown.")
     fetching = param.Boolean(default=False, precedence=-1, doc="A refresh is under way.")
-    error = param.String(default=None, allow_None=True, precedence=-1, doc="Why the last refresh failed.")
+    error = param.String(
+        default=None, allow_None=True, precedence=-1, doc="Why the last refresh failed, or which cities it missed."
+    )
     stale = param.Boolean(default=False, precedence=-1, doc="The rows shown are older than a failed refresh.")
 
-    def __init__(self, **params):
+    def __init__(self, **params) -> None:
         params.setdefault("frame", empty_frame("weather"))
         super().__init__(**params)
         settings = self.runtime.settings
@@ -152,7 +154,7 @@ class RefreshView(pn.viewable.Viewer):
             rows = future.result()
         except Exception as exc:
             message = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
-            self.param.update(fetching=False, error=redact(message, self._secrets), stale=len(self.frame) > 0, frame=self.frame.iloc[:0])
+            self.param.update(fetching=False, error=redact(message, self._secrets), stale=len(self.frame) > 0)
             return
         self._first.cancel()
         missing = "; ".join((rows.attrs.get("errors") or {}).values())
@@ -224,17 +226,19 @@ class RefreshView(pn.viewable.Viewer):
         if len(self.frame):
             fetched = self.frame["time"].max().strftime(TIME_FORMAT) + " UTC"
             simulated = (self.frame["source"] == "simulated").any()
-            shown = f"Fetched {fetched} " + (
-                "(simulated data)" if simulated else f"from {self.runtime.weather.status.provider}"
-            )
+            source = "simulated data" if simulated else f"from {self.runtime.weather.status.provider}"
+            shown = f"Fetched {fetched} {source}"
         else:
-            shown = "No weather data yet: press Refresh."
+            shown = "No weather data yet: press Refresh"
+        error = (self.error or "").rstrip(". ")
         if self.fetching:
-            text = html.escape(f"Fetching fresh data… {shown}")
+            text = html.escape(f"Fetching fresh data… · {shown}")
         elif self.error and self.stale:
-            text = f'{html.escape(f"Refresh failed: {self.error}. {shown}")} <span class="stale">stale</span>'
+            text = '<span class="stale">stale</span> ' + html.escape(
+                f"Refresh failed: {error} · still showing the rows {shown[0].lower()}{shown[1:]}"
+            )
         elif self.error:
-            text = html.escape(f"{self.error}. {shown}")
+            text = html.escape(f"{error} · {shown}")
         else:
             text = html.escape(shown)
         css = "status error" if self.error else "status"

@@ -59,7 +59,10 @@ def badge_html(status: SourceStatus, now: pd.Timestamp) -> str:
         when = f"updated {ago((now - status.last_success).total_seconds())} ago"
     else:
         when = "no data yet"
-    line = f"{kind}: {status.provider} · {STATE_LABELS[state]} · {when}"
+    fallback = status.simulated and status.fallback_reason
+    provider = f"{status.provider} (offline fallback)" if fallback else status.provider
+    line = f"{kind}: {provider} · {STATE_LABELS[state]} · {when}"
+    look = "stale" if status.simulated and state == "ok" else state  # simulated data is not a healthy source
     reason = ""
     if state in ("stale", "error") and status.last_error:
         reason = status.last_error
@@ -81,7 +84,7 @@ def badge_html(status: SourceStatus, now: pd.Timestamp) -> str:
     details.append(f"fetches: {status.fetches}, failed: {status.errors}")
     reason_html = f'<span class="reason">{html.escape(reason)}</span>' if reason else ""
     return (
-        f'<div class="badge {state}" data-kind="{html.escape(status.kind)}" data-state="{state}" '
+        f'<div class="badge {look}" data-kind="{html.escape(status.kind)}" data-state="{state}" '
         f'title="{html.escape(chr(10).join(details))}">'
         f'<span class="line"><span class="dot">●</span> {html.escape(line)}</span>{reason_html}</div>'
     )

@@ -15,7 +15,12 @@
 
 A value that is not one of these (a typo, an unknown city, a hostile string) is ignored and named in a notice on
 the page, escaped and shortened; it never reaches a widget, and never raises.  Other query parameters are left
-alone.  The URL follows the view as it changes (``pn.state.location``), without reloading the page.
+alone.
+
+The link is read from ``pn.state.location`` (the page request's query).  The address bar is written by
+:class:`AddressBar`, a zero-size component that calls ``history.replaceState`` as soon as it is drawn and on every
+change: ``pn.state.location`` defers its writes until the whole page is idle, which a map whose tiles cannot be
+reached (an offline intranet) never is.  ``replaceState`` keeps one history entry per page, not one per click.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode
 import pandas as pd
 import panel as pn
 import param
+from panel.custom import JSComponent
 
 RANGES = {"1h": "Last hour", "1d": "Last day", "7d": "Last week", "all": "All"}
 SPAN_SLUGS = {span: slug for slug, span in RANGES.items()}
@@ -63,6 +69,32 @@ def _time(value: str) -> pd.Timestamp | None:
     return ts if EARLIEST <= ts <= LATEST else None
 
 
+class AddressBar(JSComponent):
+    """Shows ``search`` in the browser's address bar (``history.replaceState``), when drawn and on every change."""
+
+    search = param.String(default="", doc="The query string, with its leading '?'.")
+
+    _esm = """
+export function render({ model }) {
+  function apply() {
+    const search = model.search
+    if (search && search !== window.location.search) {
+      window.history.replaceState(window.history.state, "", window.location.pathname + search + window.location.hash)
+    }
+  }
+  model.on("search", apply)
+  apply()
+  return document.createElement("span")
+}
+"""
+
+    def __init__(self, **params):
+        params.setdefault("width", 0)
+        params.setdefault("height", 0)
+        params.setdefault("margin", 0)
+        super().__init__(**params)
+
+
 class UrlState(param.Parameterized):
     """Keeps the query string of the page and the view in step; see the module's docstring."""
 
@@ -73,18 +105,22 @@ class UrlState(param.Parameterized):
         self.tabs, self.history, self.refresh = tabs, history, refresh
         self.location = location if location is not None else pn.state.location
         self.notice = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[NOTICE_CSS])
-        self._writing = False
+        self.bar = AddressBar()
+        self.search = ""
         if self.location is None:  # not served: a notebook, a script
             return
-        self.apply(self.location.search or "")
+        self.search = self.location.search or ""
+        self.apply(self.search)
         tabs.param.watch(self._write, ["active"])
         for view, names in ((history, ["metric", "asset", "cities", "span", "custom"]), (refresh, ["metric"])):
             if view is not None:
                 view.param.watch(self._write, names)
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            pn.state.onload(self._write)  # the address bar shows the view, without what was ignored
-        else:
-            self._write()
+        self._write()  # the address bar shows the whole view, without what was ignored
+
+    @property
+    def panel(self) -> pn.viewable.Viewable:
+        """What goes on the page: the notice (hidden unless something was ignored) and the address bar writer."""
+        return pn.Column(self.notice, self.bar, sizing_mode="stretch_width", margin=0)
 
     # -- the link -> the view ----------------------------------------------------------------------------------------
 
@@ -202,23 +238,16 @@ class UrlState(param.Parameterized):
         return out
 
     def _write(self, *events) -> None:
-        if self._writing or self.location is None:
-            return
-        others = [(k, v) for k, v in parse_qsl((self.location.search or "").lstrip("?"), keep_blank_values=True)]
+        others = [(k, v) for k, v in parse_qsl(self.search.lstrip("?"), keep_blank_values=True)]
         others = [(k, v) for k, v in others if k not in KEYS and k not in ALIASES]
-        search = "?" + urlencode([*self.query().items(), *others])
-        if search != self.location.search:
-            self._writing = True
-            try:
-                self.location.search = search
-            finally:
-                self._writing = False
+        self.search = "?" + urlencode([*self.query().items(), *others])
+        self.bar.search = self.search
 
 
-def sync_url(tabs: pn.Tabs, history: Any = None, refresh: Any = None) -> pn.pane.HTML:
-    """Keep the page's URL and the view in step; the notice to place on the page (hidden unless a value of the
-    link was ignored)::
+def sync_url(tabs: pn.Tabs, history: Any = None, refresh: Any = None) -> pn.viewable.Viewable:
+    """Keep the page's URL and the view in step; returns what to place on the page (a notice, hidden unless a value
+    of the link was ignored, and the address bar writer)::
 
-        notice = sync_url(tabs, history=history_view, refresh=refresh_view)
+        url = sync_url(tabs, history=history_view, refresh=refresh_view)
     """
-    return UrlState(tabs, history=history, refresh=refresh).notice  # the watchers it sets keep it alive
+    return UrlState(tabs, history=history, refresh=refresh).panel  # the watchers it sets keep it alive

@@ -52,8 +52,11 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}\n{log}")
         return done
 
-    def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c full_page_writes=off"
+    def start(self, durable: bool = False) -> None:
+        """Start (again); ``durable=False`` turns fsync off, as tests need no crash safety (benchmarks do)."""
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root}"
+        if not durable:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "-o", options, "start")
 
     def stop(self) -> None:

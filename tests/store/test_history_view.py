@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime
 
 import holoviews as hv
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from rtdash.stream import Runtime
 from rtdash.views.history import MIN_STEP, POINTS, SCREEN_POINTS, HistoryView, break_gaps
-from tests.store.test_store import prices, same_rows
+from tests.store.test_store import START, prices, same_rows
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -64,6 +65,16 @@ def test_an_empty_range_says_so(runtime):
     assert "No price of BTC stored between" in view._message.object
     view.metric = "temperature"
     assert "No temperature of Fresno" in view._message.object
+
+
+def test_a_custom_range(runtime):
+    runtime.store.write("price", prices(600, start=START))
+    view = HistoryView(runtime=runtime)
+    view.span = "Custom"
+    assert "Pick the start and the end" in view._message.object
+    view.custom = (datetime(2024, 3, 1, 0, 3), datetime(2024, 3, 1, 0, 1))  # naive times are UTC; any order
+    assert view._summary.object.startswith("120 rows from 2024-03-01 00:01 UTC to 2024-03-01 00:03 UTC")
+    assert view.export("csv")[0] == "rtdash-price-20240301T000100-20240301T000300.csv"
 
 
 def test_city_names_are_text_not_html(runtime):

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from rtdash.config import Settings
@@ -344,3 +345,23 @@ def test_a_duckdb_file_in_use_by_another_process_says_so(tmp_path):
             DuckDBStore(path)
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_the_timescaledb_path_issues_valid_sql(pg_url):
+    """TimescaleDB cannot be installed here, so its two functions are stood in for by SQL ones with the same
+    signatures (``create_hypertable`` does nothing, ``time_bucket`` is ``date_bin``): this checks the statements of
+    the hypertable path, not TimescaleDB itself."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION create_hypertable(relation regclass, time_column_name name, if_not_exists boolean,"
+            " migrate_data boolean) RETURNS text LANGUAGE sql AS $$ SELECT relation::text $$"
+        )
+        conn.execute(
+            "CREATE FUNCTION time_bucket(bucket_width interval, ts timestamptz, origin timestamptz)"
+            " RETURNS timestamptz LANGUAGE sql IMMUTABLE AS $$ SELECT date_bin(bucket_width, ts, origin) $$"
+        )
+    with PostgresStore(pg_url, timescale=True) as store:
+        store.write("price", prices(120))
+        got = store.aggregate("price", None, None, 60, series=["BTC"])
+        assert list(got["count"]) == [60, 60]
+        assert "time_bucket" in store._bucket("%(every)s", "time", "%(origin)s")

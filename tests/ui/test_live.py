@@ -6,6 +6,7 @@ Chart data is read from the page's Bokeh document (``window.Bokeh.documents[0]``
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ SOURCES_JS = """() => {
   for (const m of window.Bokeh.documents[0]._all_models.values()) {
     if (m.type === 'ColumnDataSource' && m.data.time !== undefined) {
       const t = m.data.time;
-      out.push({id: m.id, columns: Object.keys(m.data).sort(), rows: t.length, last: t.length ? t[t.length - 1] : null});
+      const last = t.length ? t[t.length - 1] : null;
+      out.push({id: m.id, columns: Object.keys(m.data).sort(), rows: t.length, last: last});
     }
   }
   return out;
@@ -42,6 +44,31 @@ FIGURE_JS = """(column) => {
     const box = window.Bokeh.index.get_one(f).el.getBoundingClientRect();
     return {start: f.x_range.start, end: f.x_range.end, rows: t.length, last: t[t.length - 1],
             x: box.x + frame.left, y: box.y + frame.top, width: frame.width, height: frame.height};
+  }
+  return null;
+}"""
+# Where on the page the middle point of a series is drawn: the series whose ``city`` column is ``city``.
+POINT_JS = """([column, city]) => {
+  for (const f of window.Bokeh.documents[0]._all_models.values()) {
+    if (f.type !== 'Figure') continue;
+    for (const r of f.renderers) {
+      const data = r.data_source ? r.data_source.data : {};
+      if (data[column] === undefined || data.city === undefined || data.city[0] !== city) continue;
+      const view = window.Bokeh.index.get_one(f);
+      const box = view.canvas_view.el.getBoundingClientRect();
+      let i = Math.floor(data.time.length / 2);
+      while (i < data.time.length - 1 && !Number.isFinite(data[column][i])) i++;
+      return {rows: data.time.length, x: box.x + view.frame.x_scale.compute(data.time[i]),
+              y: box.y + view.frame.y_scale.compute(data[column][i])};
+    }
+  }
+  return null;
+}"""
+# How many NaN values (line breaks) a column holds.
+GAPS_JS = """(column) => {
+  for (const m of window.Bokeh.documents[0]._all_models.values()) {
+    const values = m.type === 'ColumnDataSource' ? m.data[column] : undefined;
+    if (values !== undefined) return Array.from(values).filter(Number.isNaN).length;
   }
   return null;
 }"""
@@ -114,30 +141,36 @@ def streamed_rows(event: dict) -> int:
 
 
 def test_charts_stream_only_new_points(serve, page):
-    """Price and weather charts gain points, and each update carries only the new rows (Bokeh ColumnsStreamed)."""
+    """Price and weather charts gain points, and once the page is in step each update carries only the new rows
+    (Bokeh ``ColumnsStreamed``), never the whole chart again."""
     events: list[dict] = []
 
     def on_frame(payload: str | bytes) -> None:
         if isinstance(payload, str) and '"events"' in payload:
-            events.extend(json.loads(payload).get("events", []))
+            events.extend(e for e in json.loads(payload).get("events", []) if e.get("attr") == "data")
 
     page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
     app = serve(env=FAST)
     open_dashboard(page, app)
     wait_until(lambda: len(rows(page, "price")) == 1 and len(rows(page, "temperature")) == 3, 30, message="charts")
-    first = {column: rows(page, column) for column in ("price", "temperature", "humidity", "wind_speed")}
-    for column, before in first.items():
-        wait_until(
-            lambda c=column, b=before: all(n >= m + 2 for n, m in zip(rows(page, c), b, strict=True)),
-            30,
-            message=f"{column} charts to gain two points each",
-        )
-    chart_sources = {s["id"] for column in first for s in sources(page, column)}
-    data_events = [e for e in events if e["model"].get("id") in chart_sources and e.get("attr") == "data"]
-    streamed = [e for e in data_events if e["kind"] == "ColumnsStreamed"]
-    assert {e["model"]["id"] for e in streamed} == chart_sources
-    assert [e["kind"] for e in data_events if e["kind"] != "ColumnsStreamed"] == []  # no chart was sent whole again
-    assert max(streamed_rows(e) for e in streamed) <= 2  # a new point, and a line break after a gap
+    columns = ("price", "temperature", "humidity", "wind_speed")
+    charts = {s["id"]: s for column in columns for s in sources(page, column)}
+    assert len(charts) == 1 + 3 * 3
+
+    def streamed(chart: str) -> list[dict]:
+        return [e for e in events if e["model"]["id"] == chart and e["kind"] == "ColumnsStreamed"]
+
+    def updated_three_times() -> dict[str, int] | None:
+        now = {s["id"]: s["rows"] for s in page.evaluate(SOURCES_JS)}  # a call into the page lets frames arrive
+        return now if all(len(streamed(chart)) >= 3 for chart in charts) else None
+
+    now = wait_until(updated_three_times, 30, message="three streamed updates of every chart")
+    for chart, before in charts.items():
+        assert now[chart] > before["rows"]
+        kinds = [e["kind"] for e in events if e["model"]["id"] == chart]
+        first = kinds.index("ColumnsStreamed")
+        assert set(kinds[first:]) == {"ColumnsStreamed"}, kinds  # never the whole chart again
+        assert max(streamed_rows(e) for e in streamed(chart)) <= 2  # a new point, and a line break after a gap
     assert page.console_errors == []
 
 
@@ -158,7 +191,7 @@ def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(serve, page):
     page.locator(".price-chart .bk-tool-icon-reset").click()
     wait_until(lambda: (f := figure(page, "price"))["end"] >= f["last"], 10, message="the view to follow again")
     now = figure(page, "price")
-    wait_until(lambda: (f := figure(page, "price"))["end"] > now["end"] >= now["last"], 10, message="follow on")
+    wait_until(lambda: figure(page, "price")["end"] > now["end"] >= now["last"], 10, message="following on")
     assert page.console_errors == []
 
 
@@ -207,6 +240,15 @@ def test_simulated_banner_when_sources_are_unreachable_at_start(serve, page):
     assert page.console_errors == []
 
 
+def test_bad_setting_shows_one_line_on_the_page(serve, page):
+    app = serve(env={"RTDASH_UNITS": "kelvin"})
+    page.goto(f"{app.url}/realtime_dashboard")
+    message = "RTDASH_UNITS='kelvin' is invalid: expected one of metric, imperial"
+    expect(page.get_by_role("alert")).to_have_text(f"rtdash cannot start: {message}")
+    assert "Traceback" not in page_text(page)
+    assert page.console_errors == []
+
+
 def test_no_banner_while_live(serve, page):
     app = serve(env=FAST)
     open_dashboard(page, app)
@@ -215,19 +257,54 @@ def test_no_banner_while_live(serve, page):
     expect(page.locator(".banner")).to_have_count(0)
 
 
-def test_hostile_city_name_and_provider_message_are_text(serve, page):
+def test_hostile_city_name_is_text_in_legend_and_hover(serve, page):
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    down = closed_port_url()  # the weather falls back to simulated rows, which have every city
+    env = {"RTDASH_OPENMETEO_URL": down, "RTDASH_OPENMETEO_GEOCODING_URL": down, "RTDASH_CITIES": f"{HOSTILE},London"}
+    app = serve(env={**FAST, **env})
+    open_dashboard(page, app)
+    expect(page.locator(".legend .item")).to_have_text([HOSTILE, "London"])
+    expect(page.locator(".banner")).to_be_visible(timeout=30_000)
+    wait_until(lambda: (p := page.evaluate(POINT_JS, ["temperature", HOSTILE])) and p["rows"] >= 3, 30, message="rows")
+    page.get_by_role("button", name="Pause").click()  # the line holds still under the mouse
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    point = page.evaluate(POINT_JS, ["temperature", HOSTILE])
+    page.mouse.move(point["x"] - 30, point["y"] - 30)
+    page.mouse.move(point["x"], point["y"], steps=5)
+    expect(page.locator(".bk-tooltip-row-value").first).to_have_text(HOSTILE)
+    assert page.evaluate(FIND_JS, "img") == 0
+    assert dialogs == []
+    assert page.console_errors == []
+
+
+def test_provider_message_naming_a_hostile_city_is_text(serve, page):
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     app = serve(env={**FAST, "RTDASH_WEATHER_SOURCE": "open-meteo", "RTDASH_CITIES": f"London,{HOSTILE}"})
     open_dashboard(page, app)
-    legend = page.locator(".legend .item")
-    expect(legend).to_have_text(["London", HOSTILE])
     weather = badge(page, "weather")
-    expect(weather).to_contain_text(f"unknown city '{HOSTILE}'", timeout=30_000)  # the geocoder found nothing
+    message = f"unknown city '{HOSTILE}'"  # the geocoder found nothing; London answered
+    expect(weather).to_contain_text(message, timeout=30_000)
+    assert message in weather.get_attribute("title")
     wait_until(lambda: rows(page, "temperature") and max(rows(page, "temperature")) >= 2, 30, message="London")
     assert page.evaluate(FIND_JS, "img") == 0
     assert dialogs == []
     assert page.console_errors == []
+
+
+def test_a_gap_in_the_data_breaks_the_line(serve, fake_api, page):
+    """Prices missing for more than three intervals leave a gap in the line, not a straight segment across it."""
+    app = serve(env=FAST)
+    open_dashboard(page, app)
+    wait_until(lambda: rows(page, "price") and rows(page, "price")[0] >= 2, 30, message="prices")
+    assert page.evaluate(GAPS_JS, "price") == 0
+    fake_api.set_fault("coinbase", "500")
+    # Three seconds without a price, at a 500 ms interval: a gap.
+    expect(badge(page, "price")).to_contain_text(re.compile(r"updated ([3-9]|\d\d) s ago"), timeout=30_000)
+    fake_api.clear_fault()
+    wait_until(lambda: page.evaluate(GAPS_JS, "price") == 1, 30, message="a break in the line")
+    expect(badge(page, "price")).to_have_attribute("data-state", "ok")
 
 
 def test_pause_holds_points_and_resume_catches_up(serve, fake_api, page):

@@ -36,7 +36,8 @@ MAP_JS = """() => {
   const mapper = r.glyph.fill_color.transform;
   return {city: Array.from(r.data_source.data.city), value: Array.from(r.data_source.data.value),
           palette: Array.from(mapper.palette), low: mapper.low, high: mapper.high,
-          tiles: models.filter(m => m.type.endsWith("TileSource")).map(m => m.url)};
+          tiles: models.filter(m => m.type.endsWith("TileSource")).map(m => m.url),
+          mercator: models.some(m => m.type == "MercatorTickFormatter")};
 }"""
 
 # Where a city's point is on the screen, from the map's own scales.
@@ -141,8 +142,8 @@ def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serv
     fake_api.wait_for_count("open-meteo", requests + 1)
     wait_until(lambda: page.get_by_role("button", name="Refresh").is_enabled(), 10, message="the refresh to end")
 
-    assert drawn(page)["tiles"] == [] and len(drawn(page)["city"]) == CITIES
-    assert page.get_by_text("Longitude").count() == 0  # axis labels are drawn on the canvas, not in the DOM
+    assert drawn(page)["tiles"] == [] and not drawn(page)["mercator"]  # plain longitude and latitude
+    assert len(drawn(page)["city"]) == CITIES
     assert "Traceback" not in page.inner_text("body")
     assert page.console_errors == [] and page.external == []
 
@@ -157,7 +158,7 @@ def test_with_tiles_the_points_show_whether_or_not_tiles_load(serve, browser_pag
     open_refresh_tab(page, app)
     wait_until(lambda: page.external, 10, message="the browser to ask for tiles")
 
-    assert [url for url in drawn(page)["tiles"] if "openstreetmap" in url]
+    assert [url for url in drawn(page)["tiles"] if "openstreetmap" in url] and drawn(page)["mercator"]
     assert len(drawn(page)["city"]) == CITIES
     assert all(urlsplit(url).hostname.endswith(TILE_HOSTS) for url in page.external)
     errors = page.console_errors if tiles == "local" else [e for e in page.console_errors if NETWORK_ERROR not in e]

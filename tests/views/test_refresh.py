@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import panel as pn
@@ -36,10 +37,22 @@ def runtime(make_settings) -> Callable[..., Runtime]:
     return make
 
 
+def plain(fn: Callable, *args, **kwargs):
+    """``fn(...)`` as a plain script runs it: in a thread with no asyncio loop, so that the view hands results over
+    directly.  (The UI tests' sync Playwright leaves a loop "running" in pytest's main thread, which nothing runs
+    while a test waits: the view would hand its results to that loop, as it does to a Jupyter kernel's.)"""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
+def new_view(runtime: Runtime) -> RefreshView:
+    return plain(RefreshView, runtime=runtime)
+
+
 def click_refresh(view: RefreshView) -> None:
     """What a click on the Refresh button does (the button's ``value`` event, as Panel sends it)."""
     (button,) = [b for b in view.__panel__().select(pn.widgets.Button) if b.name == "Refresh"]
-    button.param.trigger("value")
+    plain(button.param.trigger, "value")
 
 
 def refreshed(view: RefreshView, before: pd.Timestamp) -> bool:
@@ -57,7 +70,7 @@ def map_of(view: RefreshView) -> tuple[dict, LinearColorMapper, Document]:
 
 def test_shows_the_rows_collected_before_the_first_click_without_fetching(runtime, fake_api) -> None:
     rt = runtime()
-    view = RefreshView(runtime=rt)
+    view = new_view(rt)
     assert sorted(view.frame["city"]) == sorted(rt.settings.cities)
     table = view.__panel__().select(pn.widgets.Tabulator)[0].value
     assert list(table["temperature"]) == sorted(table["temperature"], reverse=True)
@@ -67,7 +80,7 @@ def test_shows_the_rows_collected_before_the_first_click_without_fetching(runtim
 
 def test_refresh_makes_exactly_one_request_and_updates_the_table(runtime, fake_api) -> None:
     rt = runtime()
-    view = RefreshView(runtime=rt)
+    view = new_view(rt)
     before, requests = view.frame["time"].max(), fake_api.count("open-meteo")
     click_refresh(view)
     wait_until(lambda: refreshed(view, before), 10, message="the refreshed rows")
@@ -79,7 +92,7 @@ def test_refresh_makes_exactly_one_request_and_updates_the_table(runtime, fake_a
 
 
 def test_loading_indicator_while_fetching(runtime, fake_api) -> None:
-    view = RefreshView(runtime=runtime())
+    view = new_view(runtime())
     fake_api.set_fault("open-meteo", "slow", delay=1.0)
     click_refresh(view)
     layout = view.__panel__()
@@ -93,7 +106,7 @@ def test_loading_indicator_while_fetching(runtime, fake_api) -> None:
 
 
 def test_changing_the_metric_recolours_the_map_without_fetching(runtime, fake_api) -> None:
-    view = RefreshView(runtime=runtime())
+    view = new_view(runtime())
     source, mapper, _doc = map_of(view)
     requests = fake_api.count("open-meteo")
     temperature_palette = list(mapper.palette)
@@ -113,7 +126,7 @@ def test_changing_the_metric_recolours_the_map_without_fetching(runtime, fake_ap
 
 
 def test_a_failed_refresh_shows_the_reason_and_keeps_the_rows_marked_stale(runtime, fake_api) -> None:
-    view = RefreshView(runtime=runtime())
+    view = new_view(runtime())
     rows = view.frame.copy()
     reason = "Cannot initialize WeatherVariable from invalid String value"
     fake_api.set_fault("open-meteo", "http", status=400, body={"error": True, "reason": reason})
@@ -135,7 +148,7 @@ def test_a_failed_refresh_shows_the_reason_and_keeps_the_rows_marked_stale(runti
 
 def test_concurrent_refreshes_from_many_views_share_one_request(runtime, fake_api) -> None:
     rt = runtime()
-    views = [RefreshView(runtime=rt) for _ in range(5)]
+    views = [new_view(rt) for _ in range(5)]
     before, requests = views[0].frame["time"].max(), fake_api.count("open-meteo")
     fake_api.set_fault("open-meteo", "slow", delay=0.5)  # so that every click lands while the request is in flight
     for view in views:
@@ -146,7 +159,7 @@ def test_concurrent_refreshes_from_many_views_share_one_request(runtime, fake_ap
 
 def test_a_hostile_city_name_stays_text(runtime, fake_api) -> None:
     fake_api.set_fault("open-meteo", "500")  # unreachable at start: simulated rows, which have every city
-    view = RefreshView(runtime=runtime(RTDASH_CITIES=f"Fresno,{HOSTILE}"))
+    view = new_view(runtime(RTDASH_CITIES=f"Fresno,{HOSTILE}"))
     table = view.__panel__().select(pn.widgets.Tabulator)[0]
     assert set(table.value["city"]) == {"Fresno", HOSTILE}
     assert table.formatters["city"] == {"type": "plaintext"}  # Tabulator's plaintext formatter escapes
@@ -163,7 +176,7 @@ def test_a_hostile_city_name_stays_text(runtime, fake_api) -> None:
 
 
 def test_tiles_none_draws_plain_lon_lat_axes(runtime) -> None:
-    view = RefreshView(runtime=runtime())
+    view = new_view(runtime())
     source, _mapper, doc = map_of(view)
     assert not [m for m in doc.models if isinstance(m, WMTSTileSource)]
     frame = view.frame.set_index("city")
@@ -171,7 +184,7 @@ def test_tiles_none_draws_plain_lon_lat_axes(runtime) -> None:
 
 
 def test_a_tile_source_name_draws_web_mercator_tiles(runtime) -> None:
-    view = RefreshView(runtime=runtime(RTDASH_TILES="osm"))
+    view = new_view(runtime(RTDASH_TILES="osm"))
     source, _mapper, doc = map_of(view)
     (tiles,) = [m for m in doc.models if isinstance(m, WMTSTileSource)]
     assert "openstreetmap" in tiles.url

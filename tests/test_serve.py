@@ -1,0 +1,93 @@
+"""The real command lines: ``panel serve realtime_dashboard.py`` and ``python realtime_dashboard.py``, as subprocesses.
+
+A session is opened with Bokeh's own client (``pull_session``): the app runs on the server as for a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import subprocess
+import sys
+
+import requests
+from bokeh.client import pull_session
+from bokeh.models import Tabs
+
+from tests.helpers import ROOT, SCRIPT, fake_env, free_port, wait_until
+
+FAST = {"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_CITIES": "London,Berlin"}
+
+
+def tab_titles(url: str) -> list[str]:
+    """Open a session of the app at ``url`` and return the titles of its tabs."""
+    with pull_session(url=url) as session:
+        tabs = [model for root in session.document.roots for model in root.select({"type": Tabs})]
+        return [panel.title for tab in tabs for panel in tab.tabs]
+
+
+def page_texts(url: str) -> list[str]:
+    """Open a session and return the text of its HTML panes (which Panel sends escaped, HTML inside)."""
+    with pull_session(url=url) as session:
+        texts = [getattr(m, "text", None) for root in session.document.roots for m in root.references()]
+        return [html.unescape(html.unescape(text)) for text in texts if text]
+
+
+def test_panel_serve_answers_and_a_session_opens(serve):
+    app = serve(env=FAST)
+    page = requests.get(f"{app.url}/realtime_dashboard", timeout=30)
+    assert page.status_code == 200
+    assert "<title>rtdash · live prices and weather</title>" in page.content.decode()
+    assert tab_titles(f"{app.url}/realtime_dashboard") == ["Live", "Refresh", "History"]
+    assert "Traceback" not in app.output()
+
+
+def test_python_script_serves_and_prints_its_url(serve):
+    port = free_port()
+    command = [sys.executable, str(SCRIPT), "--port", str(port), "--address", "127.0.0.1"]
+    app = serve(env=FAST, command=command, port=port)
+    url = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: url in app.output(), 30, message=f"{url} in the output")
+    assert requests.get(url, timeout=30).status_code == 200
+    assert tab_titles(url) == ["Live", "Refresh", "History"]
+    assert "Traceback" not in app.output()
+
+
+def run_script(*args: str, **env: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RTDASH_")}
+    full_env.update(env)
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env=full_env, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+
+
+def test_python_script_with_a_bad_setting_exits_2_with_one_line(fake_api):
+    result = run_script("--price-interval", "soon", **fake_env(fake_api.url))
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "rtdash: error: RTDASH_PRICE_INTERVAL='soon' is invalid: expected a positive duration such as 500ms, 5s, "
+        "2min, 90d (a bare number means seconds)"
+    ]
+
+
+def test_python_script_bad_setting_in_the_environment(fake_api):
+    result = run_script(**fake_env(fake_api.url, RTDASH_UNITS="kelvin"))
+    assert result.returncode == 2, result
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith("rtdash: error: RTDASH_UNITS='kelvin' is invalid: expected one of metric, imperial")
+
+
+def test_panel_serve_with_a_bad_setting_shows_one_line_and_logs_one_line(serve):
+    app = serve(env={"RTDASH_BACKLOG": "lots"})
+    assert requests.get(f"{app.url}/realtime_dashboard", timeout=30).status_code == 200
+    texts = page_texts(f"{app.url}/realtime_dashboard")
+    message = "RTDASH_BACKLOG='lots' is invalid: expected a whole number of at least 1"
+    assert any(f">rtdash cannot start: {message}<" in text for text in texts), texts
+    assert texts == page_texts(f"{app.url}/realtime_dashboard")  # a second page view
+    output = wait_until(lambda: "RTDASH_BACKLOG" in app.output() and app.output(), 10, message="the log line")
+    lines = [line for line in output.splitlines() if "RTDASH_BACKLOG" in line]
+    assert len(lines) == 1
+    assert lines[0].endswith("rtdash: error: RTDASH_BACKLOG='lots' is invalid: expected a whole number of at least 1")
+    assert "Traceback" not in output

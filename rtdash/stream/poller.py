@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -114,17 +115,26 @@ class Subscription:
         return self.id in self.poller._subscribers
 
 
-def _current_dispatch() -> tuple[Callable | None, object | None]:
-    """How to run a callback on the caller's loop: the Bokeh document's next tick in a Panel server session,
-    the running asyncio loop in a Jupyter kernel, or directly (a plain script, a test)."""
+def current_dispatch() -> tuple[Callable | None, object | None]:
+    """How to run a callback on the caller's loop, and the Bokeh document if any.
+
+    In a Panel server session: the document's next tick (which holds the document lock).  In a Jupyter kernel:
+    the kernel's running asyncio loop.  Anywhere else (a script, a test): directly, on the calling thread.  Only a
+    kernel's loop is used, not any running loop: a loop that merely looks running (Playwright's sync API keeps one
+    in the main thread) would never run the callbacks.
+    """
     doc = pn.state.curdoc
     if doc is not None and getattr(doc, "session_context", None) is not None:
         return doc.add_next_tick_callback, doc
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None, None
-    return loop.call_soon_threadsafe, None
+    if "ipykernel" in sys.modules:
+        from IPython import get_ipython
+
+        if get_ipython() is not None and getattr(get_ipython(), "kernel", None) is not None:
+            try:
+                return asyncio.get_running_loop().call_soon_threadsafe, None
+            except RuntimeError:
+                pass
+    return None, None
 
 
 class Poller:
@@ -233,21 +243,19 @@ class Poller:
         s = self.status
         errors = df.attrs.get("errors") or {}
         simulated = bool(self.source.simulated)
+        fallback = getattr(self.source, "fallback_reason", None)  # only ``auto`` sources fall back
         if s.state in ("stale", "error") and s.failures:
             log.warning("%s source %s recovered after %d failed fetches", self.kind, self.source.provider, s.failures)
-        if simulated and not s.simulated:
-            log.warning(
-                "%s source: showing simulated data, live source unreachable: %s",
-                self.kind,
-                redact(str(getattr(self.source, "fallback_reason", "")), self.secrets),
-            )
+        if simulated and not s.simulated and fallback:
+            reason = redact(fallback, self.secrets)
+            log.warning("%s source: showing simulated data, live source unreachable: %s", self.kind, reason)
         with self._lock:
             self._next_attempt = 0.0
         s.param.update(
             state="ok",
             provider=self.source.provider,
             simulated=simulated,
-            fallback_reason=redact(self.source.fallback_reason, self.secrets) if simulated else None,
+            fallback_reason=redact(fallback, self.secrets) if simulated and fallback else None,
             last_success=_now(),
             last_attempt=_now(),
             failures=0,
@@ -317,7 +325,7 @@ class Poller:
         ``subscription.history`` holds the rows collected before, so a new chart starts full; no row is both
         in it and delivered.  In a Panel server session the subscription ends with the session.
         """
-        dispatch, doc = _current_dispatch()
+        dispatch, doc = current_dispatch()
         sub = Subscription(self, callback, dispatch)
         with self._lock:
             sub.history = self._history.copy()

@@ -22,7 +22,7 @@ from holoviews.element.tiles import lon_lat_to_easting_northing, tile_sources
 
 from ..sources import UNITS, SourceError, empty_frame, redact
 from ..stream import Runtime
-from ..stream.poller import _current_dispatch
+from ..stream.poller import current_dispatch
 
 log = logging.getLogger("rtdash.views")
 
@@ -132,7 +132,7 @@ class RefreshView(pn.viewable.Viewer):
 
         Returns the poller's future, shared with every other caller of the moment; nothing here waits for it.
         """
-        dispatch, _ = _current_dispatch()
+        dispatch, _ = current_dispatch()
         self.fetching = True
         future = self.runtime.weather.fetch_now()
         future.add_done_callback(partial(self._schedule, dispatch))

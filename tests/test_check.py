@@ -67,7 +67,13 @@ def test_keyed_providers_and_explicit_choices(fake_api: FakeAPI, tmp_path: Path)
     assert result.returncode == 0, explain(result)
     assert list(sections(result.stdout)) == ["price: CoinCap (auto)", "weather: OpenWeather (auto)"]
     result = run_check(
-        fake_api.url, tmp_path, "--price-source", "coinbase", "--weather-source=simulated", RTDASH_CITIES="Berlin", **keys
+        fake_api.url,
+        tmp_path,
+        "--price-source",
+        "coinbase",
+        "--weather-source=simulated",
+        RTDASH_CITIES="Berlin",
+        **keys,
     )
     assert result.returncode == 0, explain(result)
     assert list(sections(result.stdout)) == ["price: Coinbase", "weather: Simulated"]
@@ -114,6 +120,6 @@ def test_connection_refused(fake_api: FakeAPI, tmp_path: Path) -> None:
 def test_a_city_that_fails_alone_is_reported_and_is_a_failure(fake_api: FakeAPI, tmp_path: Path) -> None:
     result = run_check(fake_api.url, tmp_path, RTDASH_CITIES="Berlin,Atlantis")
     assert result.returncode == 1, explain(result)
-    header, *lines = sections(result.stdout)["weather: Open-Meteo (auto)"]
+    _, *lines = sections(result.stdout)["weather: Open-Meteo (auto)"]
     assert len(lines) == 2 and "Berlin" in lines[0]
     assert lines[1] == "  error for Atlantis: unknown city 'Atlantis'"

@@ -58,7 +58,12 @@ INVALID = [
     ),
     (
         {"RTDASH_WEATHER_SOURCE": "openmeteo"},
-        ["RTDASH_WEATHER_SOURCE", "'openmeteo'", "auto, open-meteo, openweather, simulated", "did you mean open-meteo?"],
+        [
+            "RTDASH_WEATHER_SOURCE",
+            "'openmeteo'",
+            "auto, open-meteo, openweather, simulated",
+            "did you mean open-meteo?",
+        ],
     ),
     ({"RTDASH_PRICE_SOURCE": "kraken"}, ["RTDASH_PRICE_SOURCE", "'kraken'", "auto, coinbase, coincap, simulated"]),
     ({"RTDASH_PRICE_SOURCE": "coincap"}, ["RTDASH_PRICE_SOURCE=coincap", "needs COINCAP_API_KEY", "coinbase"]),
@@ -90,7 +95,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("env", "parts"), INVALID, ids=[" ".join(f"{k}={v}" for k, v in e.items()) for e, _ in INVALID])
+@pytest.mark.parametrize(
+    ("env", "parts"), INVALID, ids=[" ".join(f"{k}={v}" for k, v in e.items()) for e, _ in INVALID]
+)
 def test_an_invalid_value_is_one_line_naming_variable_value_and_what_is_accepted(
     env: dict[str, str], parts: list[str]
 ) -> None:
@@ -124,7 +131,17 @@ def test_durations_that_are_not_positive_are_rejected(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("500ms", 0.5), ("5s", 5), ("2min", 120), ("1h", 3600), ("90d", 90 * 86400), ("1d2h", 93600), ("1w", 604800), ("7", 7)]
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("5s", 5),
+        ("2min", 120),
+        ("1h", 3600),
+        ("90d", 90 * 86400),
+        ("1d2h", 93600),
+        ("1w", 604800),
+        ("7", 7),
+    ],
 )
 def test_pandas_style_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -143,7 +160,14 @@ def test_defaults() -> None:
         "San Diego",
         "San Luis Obispo",
     ]
-    assert (s.price_interval, s.weather_interval, s.units, s.backlog, s.timeout, s.seed) == (5, 120, "metric", 1000, 10, 0)
+    assert (s.price_interval, s.weather_interval, s.units, s.backlog, s.timeout, s.seed) == (
+        5,
+        120,
+        "metric",
+        1000,
+        10,
+        0,
+    )
     assert (s.coincap_api_key, s.openweather_api_key) == (None, None)
     assert s.coinbase_url == "https://api.coinbase.com"
     assert s.coincap_url == "https://rest.coincap.io"

@@ -24,7 +24,10 @@ KEYS = (COINCAP_KEY, OPENWEATHER_KEY)
 def echo(provider: str) -> dict:
     """An error body that repeats the key the provider was sent, as some gateways do."""
     if provider == "coincap":
-        return {"status": 401, "body": {"error": f"Invalid API key {COINCAP_KEY} (Authorization: Bearer {COINCAP_KEY})"}}
+        return {
+            "status": 401,
+            "body": {"error": f"Invalid API key {COINCAP_KEY} (Authorization: Bearer {COINCAP_KEY})"},
+        }
     return {
         "status": 401,
         "body": {"cod": 401, "message": f"Invalid API key {OPENWEATHER_KEY}; request ?appid={OPENWEATHER_KEY}"},

@@ -80,13 +80,7 @@ class SeriesBuffers:
         self.last: dict[str, pd.Timestamp] = {}
         self.simulated = _simulated(history)
         chunks = self._new_rows(history)
-        empty = pd.DataFrame(
-            {
-                "time": pd.Series([], dtype="datetime64[ns]"),
-                value: pd.Series([], dtype="float64"),
-                self.key: pd.Series([], dtype=object),
-            }
-        )
+        empty = pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), value: pd.Series([], dtype="float64")})
         # The history is the buffers' initial data, so that the first update already streams.  Distinct names for
         # each buffer's data let one trigger carry them all.
         self.buffers = {
@@ -110,9 +104,7 @@ class SeriesBuffers:
                 continue
             rows = rows.sort_values("time", kind="stable")
             self.last[name] = rows["time"].iloc[-1]
-            chunk = pd.DataFrame(
-                {"time": _naive_utc(rows["time"]), self.value: rows[self.value].to_numpy(), self.key: name}
-            )
+            chunk = pd.DataFrame({"time": _naive_utc(rows["time"]), self.value: rows[self.value].to_numpy()})
             previous = None if last is None else _naive_utc(pd.Series([last])).iloc[0]
             chunks[name] = with_gaps(chunk, previous, self.gap, [self.value])
         return chunks
@@ -140,7 +132,7 @@ class SeriesBuffers:
 
         def curve(buffer: Buffer, name: str, **_) -> hv.Curve:
             colour = {"color": colours[name]} if colours else {}
-            return hv.Curve(buffer.data, "time", [self.value, self.key], label=name).opts(**curve_opts, **colour)
+            return hv.Curve(buffer.data, "time", self.value, label=name).opts(**curve_opts, **colour)
 
         layers = [
             hv.DynamicMap(functools.partial(curve, buffer, name), streams=[buffer])
@@ -153,12 +145,16 @@ def _simulated(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool((df["source"] == "simulated").all())
 
 
-def follow_in_browser(plot, element) -> None:
-    """A HoloViews hook: the browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan until reset.
+def setup_figure(plot, element) -> None:
+    """A HoloViews hook, run once per figure: follow the data in the browser, and name each line after its series.
 
-    The ``Buffer`` still streams every new point.  HoloViews' own ``following`` (ranges set by the server) stops
-    drawing new points while a user is zoomed in, and loses a zoom made while an update is on its way; so the server
-    leaves the ranges alone (``apply_ranges=False``) and its handler that stops following is taken off.
+    The browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan until reset, while the ``Buffer``
+    still streams every new point.  (HoloViews' own ``following``, with ranges set by the server, stops drawing new
+    points while a user is zoomed in, and loses a zoom made while an update is on its way.)  So the server leaves
+    the ranges alone (``apply_ranges=False``) and its handler that stops following is taken off.
+
+    A line's renderer is named after its series for the tooltips' ``$name``: a string column in the data would be
+    sent whole at every update, and a name written into the tooltip template would be read as HTML.
     """
     figure = plot.state
     if isinstance(figure.x_range, DataRange1d):
@@ -167,6 +163,9 @@ def follow_in_browser(plot, element) -> None:
     figure.y_range = DataRange1d(range_padding=0.1, only_visible=True)
     handlers = figure._event_callbacks.get("rangesupdate", [])
     handlers[:] = [handler for handler in handlers if getattr(handler, "__name__", "") != "_disable_follow"]
+    for line in plot.subplots.values() if getattr(plot, "subplots", None) else [plot]:
+        if "glyph_renderer" in line.handles and line.current_frame is not None:
+            line.handles["glyph_renderer"].name = line.current_frame.label
 
 
 HOVER_TIME = ("Time (UTC)", "@{time}{%F %T}")
@@ -179,7 +178,7 @@ CHART_OPTS = dict(
     show_legend=False,  # one legend of the cities above the weather charts, as HTML
     xlabel="Time (UTC)",
     apply_ranges=False,
-    hooks=[follow_in_browser],
+    hooks=[setup_figure],
 )
 
 
@@ -271,8 +270,7 @@ class LiveView(pn.viewable.Viewer):
         return pn.pane.HoloViews(chart, sizing_mode="stretch_width", css_classes=["price-chart"])
 
     def _weather_chart(self, metric: str, title: str, unit: str, colours: dict[str, str]) -> pn.pane.HoloViews:
-        # The city comes from the data, never into the template, which Bokeh reads as HTML.
-        tooltips = [("City", "@{city}"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")]
+        tooltips = [("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")]  # see setup_figure
         chart = self._weather[metric].chart(
             dict(hover_tooltips=tooltips, **CURVE_OPTS), colours, title=title, ylabel=f"{title} ({unit})", **CHART_OPTS
         )

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from rtdash.sources import AutoSource, CoinbaseSource, CoinCapSource, OpenMeteoSource, OpenWeatherSource, SourceError
-from rtdash.sources import make_source
+from rtdash.sources import (
+    AutoSource,
+    CoinbaseSource,
+    CoinCapSource,
+    OpenMeteoSource,
+    OpenWeatherSource,
+    SourceError,
+    make_source,
+)
 from tests.fakeapi import FakeAPI
 from tests.helpers import wait_until
 

@@ -47,7 +47,10 @@ def test_wrong_shapes_are_a_source_error(body: object, reason: str) -> None:
     [
         ({"errors": [{"id": "not_found", "message": "Invalid currency"}]}, "Invalid currency (not_found)"),
         ({"errors": [{"id": "invalid_request", "message": "Invalid request"}]}, "Invalid request (invalid_request)"),
-        ({"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]}, "Too many requests (rate_limit_exceeded)"),
+        (
+            {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]},
+            "Too many requests (rate_limit_exceeded)",
+        ),
         ({"errors": [{"id": "x"}, {"id": "y", "message": "second"}]}, "error (x)"),
         ({"errors": [{"message": "no id"}]}, "no id (unknown)"),
         ({"errors": ["plain text"]}, "plain text"),

@@ -46,7 +46,9 @@ def place(temperature: object = 12.3, humidity: object = 81, wind: object = 3.4,
 
 
 def values(row: dict) -> tuple:
-    return tuple(round(row[k], 6) if not math.isnan(row[k]) else "nan" for k in ("temperature", "humidity", "wind_speed"))
+    return tuple(
+        round(row[k], 6) if not math.isnan(row[k]) else "nan" for k in ("temperature", "humidity", "wind_speed")
+    )
 
 
 # --- parser ----------------------------------------------------------------------------------------------------------
@@ -218,7 +220,10 @@ def test_a_geocoding_failure_is_retried_at_the_next_fetch(fake_api: FakeAPI, mak
     [
         (
             "http",
-            {"status": 400, "body": {"error": True, "reason": "Cannot initialize ForecastVariable from invalid String"}},
+            {
+                "status": 400,
+                "body": {"error": True, "reason": "Cannot initialize ForecastVariable from invalid String"},
+            },
             "Open-Meteo: HTTP 400: Cannot initialize ForecastVariable from invalid String",
         ),
         (

@@ -159,7 +159,11 @@ def test_a_wrong_key_is_reported_without_the_key(fake_api: FakeAPI, settings) ->
             {"status": 200, "body": {"cod": "404", "message": "city not found"}},
             "OpenWeather: city not found",  # an error with HTTP 200
         ),
-        ("http", {"status": 400, "body": {"cod": "400", "message": "wrong latitude"}}, "OpenWeather: HTTP 400: wrong latitude"),
+        (
+            "http",
+            {"status": 400, "body": {"cod": "400", "message": "wrong latitude"}},
+            "OpenWeather: HTTP 400: wrong latitude",
+        ),
         ("429", {"retry_after": 5}, "OpenWeather: HTTP 429: Your account is temporary blocked due to exceeding"),
         ("500", {}, "OpenWeather: HTTP 500 Internal Server Error: Internal Server Error"),
         ("502-html", {}, "OpenWeather: HTTP 502 Bad Gateway: 502 Bad Gateway"),

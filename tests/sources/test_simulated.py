@@ -39,12 +39,17 @@ def test_each_asset_walks_on_its_own() -> None:
 
 
 def test_price_rows() -> None:
-    source = make_source("price", settings(RTDASH_PRICE_SOURCE="simulated", RTDASH_ASSETS="BTC,ETH", RTDASH_QUOTE="EUR"))
+    source = make_source(
+        "price", settings(RTDASH_PRICE_SOURCE="simulated", RTDASH_ASSETS="BTC,ETH", RTDASH_QUOTE="EUR")
+    )
     assert isinstance(source, SimulatedPrice) and source.simulated
     df = source.fetch()
     assert list(df.columns) == PRICE_COLUMNS
     assert str(df["time"].dtype) == "datetime64[ns, UTC]"
-    assert df[["asset", "quote", "source"]].values.tolist() == [["BTC", "EUR", "simulated"], ["ETH", "EUR", "simulated"]]
+    assert df[["asset", "quote", "source"]].values.tolist() == [
+        ["BTC", "EUR", "simulated"],
+        ["ETH", "EUR", "simulated"],
+    ]
     assert df["price"].between(0.5 * 65000, 2 * 65000).iloc[0]
 
 

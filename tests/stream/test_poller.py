@@ -5,15 +5,19 @@ Timing is only ever judged from the fake server's own request times; every wait 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import itertools
 import socket
 import threading
 from collections.abc import Callable, Iterator
 
 import pandas as pd
+import panel as pn
 import pytest
+import requests
+from panel.io.server import get_server
 from streamz.dataframe import PeriodicDataFrame
+from tornado.ioloop import IOLoop
 
 from rtdash.config import Settings
 from rtdash.sources import SourceError, make_source
@@ -206,7 +210,7 @@ def test_one_hanging_provider_does_not_delay_the_other(fake_api: FakeAPI, make_s
     during = [r.time for r in fake_api.requests if r.provider == "coinbase" and hung <= r.time <= hung + 3.0]
     # 3 s of hanging at a 200 ms interval: about 15 price fetches; a price poller waiting on weather gets 0 or 1.
     assert len(during) >= 8, f"only {len(during)} price fetches while the weather provider hung"
-    gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(during)]
     assert max(gaps) < 1.5, f"price fetches paused for {max(gaps):.1f} s"
     assert runtime.price.status.state == "ok" and runtime.price.status.failures == 0
     assert runtime.weather.status.last_error == "Open-Meteo: no answer within 3 s"
@@ -230,7 +234,9 @@ def test_429_retry_after_is_not_retried_before_it_says(fake_api: FakeAPI, make_s
 
 def test_backoff_grows_with_jitter_up_to_the_cap(fake_api: FakeAPI, make_settings, pollers) -> None:
     fake_api.set_fault("coinbase", "500")
-    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.4s"), interval=0.1, start=False)
+    poller = pollers(
+        make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.4s"), interval=0.1, start=False
+    )
     delays: list[float] = []
     poller.status.param.watch(
         lambda _: delays.append((poller.status.next_retry - poller.status.last_error_time).total_seconds()),
@@ -343,7 +349,8 @@ def test_auto_shows_simulated_until_live_then_stale_never_fake(fake_api: FakeAPI
     fake_api.clear_fault()
     wait_until(lambda: not s.simulated, timeout=10)
     assert (s.state, s.provider, s.fallback_reason) == ("ok", "Coinbase", None)
-    assert set(poller.history()["source"]) == {"coinbase"}  # simulated points are dropped once live data comes
+    # Simulated points are dropped once live data comes (published just after the status turns live).
+    wait_until(lambda: set(poller.history()["source"]) == {"coinbase"}, timeout=10)
 
     fake_api.set_fault("coinbase", "500")
     wait_until(lambda: s.failures >= 3, timeout=10)
@@ -394,27 +401,131 @@ def test_cancelled_subscribers_get_nothing(fake_api: FakeAPI, make_settings, pol
     assert len(cancelled) == m
 
 
-def test_updates_queued_for_a_loop_are_dropped_when_cancelled_before_they_run(
-    fake_api: FakeAPI, make_settings, pollers
+# --- in a Panel server session: the session's own loop -----------------------------------------------------------
+
+
+class PanelServer:
+    """A Panel server in this process, on its own thread and loop, serving ``app`` at ``/``."""
+
+    def __init__(self, app: Callable[[], object], **server_kwargs: object) -> None:
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(app, server_kwargs), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "the Panel server did not start"
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+    def _run(self, app: Callable[[], object], server_kwargs: dict) -> None:
+        self.loop = IOLoop()
+        self.server = get_server(app, port=0, address="127.0.0.1", loop=self.loop, start=False, **server_kwargs)
+        self.server.start()
+        self._ready.set()
+        self.loop.start()
+
+    def new_session(self) -> None:
+        """A session, as a page request makes one (its callbacks run on the server's loop)."""
+        requests.get(self.url, timeout=30).raise_for_status()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Keep the server's loop busy (as a slow session would) until the block ends."""
+        release = threading.Event()
+        self.loop.add_callback(release.wait, 30)
+        try:
+            yield
+        finally:
+            release.set()
+
+    def stop(self) -> None:
+        self.loop.add_callback(self.server.stop)
+        self.loop.add_callback(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def panel_server() -> Iterator[Callable[..., PanelServer]]:
+    servers: list[PanelServer] = []
+
+    def start(app: Callable[[], object], **server_kwargs: object) -> PanelServer:
+        servers.append(PanelServer(app, **server_kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def subscribing_app(poller: Poller, subscriptions: list, collectors: list[Collector], count: int = 1):
+    """An app whose sessions each subscribe ``count`` collectors to ``poller``."""
+
+    def app() -> pn.viewable.Viewable:
+        for _ in range(count):
+            collectors.append(Collector())
+            subscriptions.append(poller.subscribe(collectors[-1]))
+        return pn.pane.Markdown("rtdash")
+
+    return app
+
+
+def test_a_session_that_falls_behind_gets_one_update_with_every_row(
+    fake_api: FakeAPI, make_settings, pollers, panel_server
 ) -> None:
-    """In a Jupyter kernel rows reach a subscriber through its asyncio loop; cancelling must stop those in flight."""
+    """A busy session's loop never holds more than one pending update: the rows that came meanwhile come together."""
     poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+    subscriptions: list = []
+    collectors: list[Collector] = []
+    server = panel_server(subscribing_app(poller, subscriptions, collectors))
+    server.new_session()
+    (got,) = collectors
+    wait_until(lambda: len(got) >= 1, timeout=10)
+    with server.busy():
+        n, updates = len(got), poller.updates
+        wait_until(lambda: poller.updates >= updates + 3, timeout=10)
+        behind = poller.updates - updates
+    wait_until(lambda: len(got) > n, timeout=10)
+    late = got.frames[n]
+    assert len(late) >= behind >= 3, f"{len(late)} rows for {behind} fetches"
+    earlier = pd.concat(got.frames[:n])["time"]
+    assert late["time"].is_monotonic_increasing and late["time"].min() > earlier.max()
+    assert set(late["time"]) <= set(poller.history()["time"])
 
-    async def main() -> tuple[int, int]:
-        got = Collector()
-        sub = poller.subscribe(got)
-        while len(got) == 0:  # delivered on this loop
-            await asyncio.sleep(0.01)
-        updates = poller.updates
-        wait_until(lambda: poller.updates >= updates + 2, timeout=10)  # blocks this loop: two more are queued
-        before = len(got)
+
+def test_updates_queued_for_a_session_are_dropped_when_cancelled_before_they_run(
+    fake_api: FakeAPI, make_settings, pollers, panel_server
+) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+    subscriptions: list = []
+    collectors: list[Collector] = []
+    server = panel_server(subscribing_app(poller, subscriptions, collectors, count=2))
+    server.new_session()
+    (cancelled, kept), (sub, _) = collectors, subscriptions
+    wait_until(lambda: len(cancelled) >= 1 and len(kept) >= 1, timeout=10)
+    with server.busy():
+        before, updates = len(cancelled), poller.updates
+        wait_until(lambda: poller.updates >= updates + 2, timeout=10)  # queued on the busy loop
         sub.cancel()
-        for _ in range(10):
-            await asyncio.sleep(0)
-        return before, len(got)
+        n = len(kept)
+    wait_until(lambda: len(kept) > n, timeout=10)  # the loop has run what was queued, in order
+    assert len(cancelled) == before, "an update arrived after cancel()"
 
-    before, after = asyncio.run(main())
-    assert after == before, f"{after - before} update(s) arrived after cancel()"
+
+def test_a_destroyed_session_leaves_no_subscription(fake_api: FakeAPI, make_settings, pollers, panel_server) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+    subscriptions: list = []
+    collectors: list[Collector] = []
+    server = panel_server(
+        subscribing_app(poller, subscriptions, collectors, count=2),
+        check_unused_sessions_milliseconds=100,
+        unused_session_lifetime_milliseconds=300,
+    )
+    for _ in range(3):
+        server.new_session()  # no browser connects: each session is discarded after 300 ms
+    assert len(subscriptions) == 6
+    wait_until(lambda: poller.subscriber_count == 0, timeout=15, message="the sessions' subscriptions to go")
+    assert not any(sub.active for sub in subscriptions)
+    counts = [len(c) for c in collectors]
+    n = poller.status.rows
+    wait_until(lambda: poller.status.rows >= n + 2, timeout=10)
+    assert [len(c) for c in collectors] == counts
 
 
 def test_a_subscriber_that_raises_is_dropped_and_the_others_go_on(fake_api: FakeAPI, make_settings, pollers) -> None:

@@ -47,13 +47,13 @@ FIGURE_JS = """(column) => {
   }
   return null;
 }"""
-# Where on the page the middle point of a series is drawn: the series whose ``city`` column is ``city``.
+# Where on the page the middle point of a series (a line named after its city) is drawn.
 POINT_JS = """([column, city]) => {
   for (const f of window.Bokeh.documents[0]._all_models.values()) {
     if (f.type !== 'Figure') continue;
     for (const r of f.renderers) {
       const data = r.data_source ? r.data_source.data : {};
-      if (data[column] === undefined || data.city === undefined || data.city[0] !== city) continue;
+      if (data[column] === undefined || r.name !== city) continue;
       const view = window.Bokeh.index.get_one(f);
       const box = view.canvas_view.el.getBoundingClientRect();
       let i = Math.floor(data.time.length / 2);
@@ -169,7 +169,7 @@ def test_charts_stream_only_new_points(serve, page):
         assert now[chart] > before["rows"]
         kinds = [e["kind"] for e in events if e["model"]["id"] == chart]
         first = kinds.index("ColumnsStreamed")
-        assert set(kinds[first:]) == {"ColumnsStreamed"}, kinds  # never the whole chart again
+        assert set(kinds[first:]) == {"ColumnsStreamed"}, (before, kinds)  # never the whole chart again
         assert max(streamed_rows(e) for e in streamed(chart)) <= 2  # a new point, and a line break after a gap
     assert page.console_errors == []
 

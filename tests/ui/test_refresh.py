@@ -131,16 +131,16 @@ def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_
     assert page.console_errors == []
 
 
-def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serve, browser_page, fake_api) -> None:
+def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serve, browser_page) -> None:
     page = browser_page
     app = serve(env=QUIET)
     open_refresh_tab(page, app)
     for metric in ("Wind speed", "Humidity", "Temperature"):
         page.get_by_role("button", name=metric).click()
-    requests = fake_api.count("open-meteo")
+    before = set(column(page, "fetched"))
+    wait_until(lambda: datetime.now(UTC).strftime("%H:%M:%S") not in before, 5, message="a new second")
     page.get_by_role("button", name="Refresh").click()
-    fake_api.wait_for_count("open-meteo", requests + 1)
-    wait_until(lambda: page.get_by_role("button", name="Refresh").is_enabled(), 10, message="the refresh to end")
+    wait_until(lambda: set(column(page, "fetched")) - before, 10, message="the table to show the new rows")
 
     assert drawn(page)["tiles"] == [] and not drawn(page)["mercator"]  # plain longitude and latitude
     assert len(drawn(page)["city"]) == CITIES
@@ -179,3 +179,29 @@ def test_a_hostile_city_name_is_shown_as_text(serve, browser_page, fake_api) -> 
     wait_until(lambda: HOSTILE in tooltip.all_inner_texts(), 5, message="the hover to show the name")
     assert page.locator("img[src='x']").count() == 0
     assert dialogs == [] and page.console_errors == []
+
+
+def test_a_hanging_refresh_blocks_no_session(serve, browser_page, browser, fake_api) -> None:
+    page = browser_page
+    app = serve(env={**QUIET, "RTDASH_TIMEOUT": "60s"})
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    other = context.new_page()
+    try:
+        open_refresh_tab(page, app)
+        open_refresh_tab(other, app)
+        palette = drawn(page)["palette"]
+        fake_api.set_fault("open-meteo", "hang")
+        requests = fake_api.count("open-meteo")
+
+        page.get_by_role("button", name="Refresh").click()
+
+        assert fake_api.wait_for_count("open-meteo", requests + 1)  # and the server does not answer it
+        for session in (other, page):  # another session, and even the one waiting, still answer
+            session.get_by_role("button", name="Humidity").click()
+            wait_until(lambda s=session: drawn(s)["palette"] != palette, 10, message="the map to be recoloured")
+        assert page.get_by_role("button", name="Refresh").is_disabled()  # the refresh is still under way
+        fake_api.clear_fault()  # the hung request now fails: the rows stay, marked stale
+        wait_until(lambda: page.get_by_text("Refresh failed").count(), 10, message="the failure to show")
+        assert len(column(page, "city")) == CITIES and page.get_by_text("stale", exact=True).count()
+    finally:
+        context.close()

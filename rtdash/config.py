@@ -112,8 +112,8 @@ class Settings(param.Parameterized):
     assets = param.List(default=["BTC"], item_type=str, bounds=(1, None), doc="Asset symbols to track.")
     quote = param.String(default="USD", regex=r"^[A-Z]{3,5}$", doc="Quote currency of the prices.")
     cities = param.List(default=list(DEFAULT_CITIES), item_type=str, bounds=(1, None), doc="City names to watch.")
-    price_interval = param.Number(default=5.0, bounds=(0, None), inclusive_bounds=(False, True), doc="Seconds.")
-    weather_interval = param.Number(default=120.0, bounds=(0, None), inclusive_bounds=(False, True), doc="Seconds.")
+    price_interval = param.Number(default=5.0, bounds=(0.1, None), doc="Seconds between price polls (>= 100ms).")
+    weather_interval = param.Number(default=120.0, bounds=(0.1, None), doc="Seconds between weather polls (>= 100ms).")
     units = param.Selector(default="metric", objects=["metric", "imperial"], doc="°C, m/s or °F, mph.")
     backlog = param.Integer(default=1000, bounds=(1, None), doc="Points kept per live series.")
     timeout = param.Number(default=10.0, bounds=(0, None), inclusive_bounds=(False, True), doc="HTTP timeout, s.")
@@ -225,6 +225,10 @@ class Settings(param.Parameterized):
             hint = f" (did you mean {tiles[close[0]]}?)" if close else ""
             accepted = ", ".join(TILE_SOURCES)
             raise SettingsError(f"RTDASH_TILES={self.tiles!r} is invalid: expected one of {accepted}{hint}")
+        if self.role in ("collector", "viewer") and not (self.store or "").startswith(("postgresql://", "postgres://")):
+            raise SettingsError(
+                f"RTDASH_ROLE={self.role} needs RTDASH_STORE=postgresql://...: the collector and the viewers meet there"
+            )
         for origin in self.allowed_origins:
             if not re.match(r"^(https?://)?[\w.*-]+(:(\d+|\*))?/?$", origin):
                 raise SettingsError(
@@ -360,7 +364,13 @@ def _convert(cls: type[Settings], name: str, env: str, text: str):
         if isinstance(p, param.Number):
             if p.allow_None and text.lower() in ("", "none", "off"):
                 return None
-            return parse_duration(text)
+            value = parse_duration(text)
+            lower = p.bounds[0] if p.bounds else None
+            if lower and value < lower:
+                raise SettingsError(
+                    f"{env}={shown} is invalid: expected a duration of at least {format_duration(lower)}"
+                )
+            return value
         if name == "quote":
             value = text.upper()
             if not re.match(p.regex, value):

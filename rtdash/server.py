@@ -241,8 +241,13 @@ def store_health(runtime) -> dict[str, Any]:
         snap = writer.status.snapshot()
         keep = ("backend", "state", "buffered", "capacity", "written", "dropped", "last_write", "last_error")
         return {name: _clean(snap.get(name), secrets) for name in (*keep, "down_since") if name in snap}
+    follower = getattr(runtime, "follower", None)
+    if follower is not None:  # a viewer: it follows what the collector stores
+        snap = {name: getattr(follower.status, name) for name in ("state", "rows", "last_rows", "last_error")}
+        snap["last_rows"] = snap["last_rows"].isoformat() if snap["last_rows"] is not None else None
+        return {"backend": "postgresql", "role": "viewer", **{k: _clean(v, secrets) for k, v in snap.items()}}
     store = getattr(runtime, "store", None)
-    if store is not None:  # a viewer reads the store but writes nothing
+    if store is not None:
         return {"backend": getattr(store, "backend", None), "state": "read-only"}
     return {"state": "none"}
 

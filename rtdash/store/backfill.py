@@ -131,8 +131,8 @@ def backfill(
 class ProgressBar:
     """``[#######-------]  52%  1,234,567/2,345,678 rows  310,000 rows/s  ETA 4 s`` on stderr, redrawn in place."""
 
-    def __init__(self, stream=sys.stderr, width: int = 30):
-        self.stream, self.width = stream, width
+    def __init__(self, stream=None, width: int = 30):
+        self.stream, self.width = stream or sys.stderr, width
         self.started = time.monotonic()
         self._drawn = 0.0
 

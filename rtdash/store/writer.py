@@ -151,17 +151,18 @@ class StoreWriter:
 
     def _attempt(self) -> None:
         """Write everything buffered (or check the store when nothing is); mark the store ok or down."""
+        was, since = self.status.state, self.status.down_since
         with self._lock:
             items = list(self._pending)
         try:
             if items:
                 self._write(items)
-            elif self.status.state != "ok":
+            elif was != "ok":
                 self.store.ping()
         except Exception as exc:
             self._down(exc)
             return
-        self._up()
+        self._up(was, since)
 
     def _write(self, items: list[tuple[str, pd.DataFrame]]) -> None:
         for kind in COLUMNS:
@@ -179,7 +180,9 @@ class StoreWriter:
                 counts = dict(self._counts)
                 if not self._pending:
                     self._lock.notify_all()
-            self.status.param.update(written=self.status.written + inserted, last_write=_now(), **counts)
+            self.status.param.update(
+                state="ok", down_since=None, written=self.status.written + inserted, last_write=_now(), **counts
+            )
 
     def _down(self, exc: Exception) -> None:
         self._failures += 1
@@ -194,9 +197,9 @@ class StoreWriter:
             self.status.param.update(state="down", down_since=_now())
         self.status.param.update(last_error=message, last_error_time=_now())
 
-    def _up(self) -> None:
-        if self.status.state == "down":
-            took = (_now() - self.status.down_since).total_seconds() if self.status.down_since else 0.0
+    def _up(self, was: str, since: pd.Timestamp | None) -> None:
+        if was == "down":
+            took = (_now() - since).total_seconds() if since is not None else 0.0
             log.warning(
                 "history store %s is back after %s; %d rows dropped meanwhile in all",
                 self.store,

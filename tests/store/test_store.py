@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -11,9 +12,10 @@ import pandas as pd
 import psycopg
 import pytest
 
+from rtdash.cli import main
 from rtdash.config import Settings
 from rtdash.sources import COLUMNS
-from rtdash.store import StoreError, StoreWriter, open_store
+from rtdash.store import KINDS, StoreError, StoreWriter, open_store
 from rtdash.store.duckdb import DuckDBStore
 from rtdash.store.postgres import PostgresStore
 from rtdash.stream import Runtime
@@ -365,3 +367,27 @@ def test_the_timescaledb_path_issues_valid_sql(pg_url):
         got = store.aggregate("price", None, None, 60, series=["BTC"])
         assert list(got["count"]) == [60, 60]
         assert "time_bucket" in store._bucket("%(every)s", "time", "%(origin)s")
+
+
+def test_backfill_reruns_add_no_duplicates(store_url, capsys):
+    args = ["backfill", "--days", "0.02", "--every", "2s", "--kinds", "price,weather", "--store", store_url]
+    assert main(args) == 0
+    first = capsys.readouterr()
+    assert "100%" in first.err and "price: 865 rows, 865 new" in first.out  # 0.02 days / 2 s + 1
+    with open_store(Settings.load(environ={"RTDASH_STORE": store_url}, dotenv=None)) as store:
+        before = store.read("price")
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    new = {kind: int(re.search(rf"{kind}: [\d,]+ rows, ([\d,]+) new", again)[1].replace(",", "")) for kind in KINDS}
+    with open_store(Settings.load(environ={"RTDASH_STORE": store_url}, dotenv=None)) as store:
+        after = store.read("price")
+        assert store.count("weather") == 7 * 865 + new["weather"]
+    assert len(after) == 865 + new["price"] and new["price"] <= 3  # only the times that passed meanwhile
+    # the same times get the same values: the rerun's rows are those of the first run
+    same_rows(after[after.time <= before.time.max()], before, "price")
+    assert after["time"].dt.second.mod(2).eq(0).all() and after["time"].dt.microsecond.eq(0).all()
+
+
+def test_backfill_needs_a_store(capsys):
+    assert main(["backfill", "--store", "none"]) == 2
+    assert "RTDASH_STORE is none" in capsys.readouterr().err

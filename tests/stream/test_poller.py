@@ -329,7 +329,8 @@ def test_status_fields_move_as_expected(fake_api: FakeAPI, make_settings, poller
 
 def test_partial_answers_are_ok_with_a_detail(fake_api: FakeAPI, make_settings, pollers) -> None:
     poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_ASSETS="BTC,NOPE"))
-    wait_until(lambda: poller.status.state == "ok", timeout=10)
+    wait_until(lambda: len(poller.history()), timeout=10)  # published just after the status turns ok
+    assert poller.status.state == "ok"
     assert poller.status.detail == "NOPE: Coinbase: HTTP 404: Invalid currency (not_found)"
     assert set(poller.history()["asset"]) == {"BTC"}
 

@@ -326,6 +326,7 @@ def test_pause_holds_points_and_resume_catches_up(serve, fake_api, page):
 
 
 def test_screenshot_for_the_readme(serve, page):
+    page.on("requestfailed", lambda r: print("FAILEDURL", r.url))
     app = serve(env={"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_ASSETS": "BTC,ETH"})
     open_dashboard(page, app)
     wait_until(lambda: len(rows(page, "price")) == 2 and min(rows(page, "price")) >= 20, 60, message="20 prices")

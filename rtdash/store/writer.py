@@ -15,16 +15,13 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 import pandas as pd
-import panel as pn
 import param
-from bokeh.document import Document
 
 from ..config import format_duration
 from ..sources import COLUMNS, SERIES
 from .base import Store
 
 if TYPE_CHECKING:
-    from ..stream.poller import Poller, Subscription
     from ..stream.runtime import Runtime
 
 log = logging.getLogger("rtdash.store")
@@ -141,7 +138,7 @@ class StoreWriter:
             if self.retention and self.status.state == "ok" and time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + min(PRUNE_EVERY, self.retention / 10)
                 self._prune()
-        if self.status.state == "ok":  # a last drain on close; when the store is down, the rows are lost (counted)
+        if self.status.state == "ok":  # a last drain on close; when the store is down, what is left is logged
             self._attempt()
         with self._lock:
             lost = self._counts["buffered"]
@@ -250,27 +247,6 @@ def seed(store: Store, runtime: Runtime) -> None:
             poller.seed(df)
 
 
-def subscribe_direct(poller: Poller, callback) -> Subscription:
-    """Subscribe so that ``callback`` runs on the poller's own thread, outside any session.
-
-    ``Poller.subscribe`` binds a subscription to the caller's Panel session (and ends it with the session) or to
-    the caller's event loop, and the runtime is often created inside the first session.  It subscribes here from a
-    fresh thread (no event loop) whose current document is a blank one (no session; while a session's script runs,
-    Bokeh's current document is patched for every thread), which gives a plain subscription that lives as long as
-    the poller.
-    """
-    result: list[Subscription] = []
-
-    def run() -> None:
-        pn.state.curdoc = Document()  # this thread's own context only
-        result.append(poller.subscribe(callback))
-
-    thread = threading.Thread(target=run, name="rtdash-subscribe")
-    thread.start()
-    thread.join()
-    return result[0]
-
-
 def attach(store: Store, runtime: Runtime) -> StoreWriter | None:
     """Seed the runtime's pollers from ``store`` and, unless the role is ``viewer``, write their rows to it.
 
@@ -281,5 +257,5 @@ def attach(store: Store, runtime: Runtime) -> StoreWriter | None:
         return None
     writer = StoreWriter(store, retention=runtime.settings.retention).start()
     for kind, poller in runtime.pollers.items():
-        subscribe_direct(poller, lambda df, kind=kind: writer.put(kind, df))
+        poller.subscribe(lambda df, kind=kind: writer.put(kind, df), direct=True)
     return writer

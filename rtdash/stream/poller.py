@@ -319,13 +319,16 @@ class Poller:
                 log.debug("dropping a subscriber that cannot take updates", exc_info=True)
                 self._unsubscribe(sub.id)
 
-    def subscribe(self, callback: Callable[[pd.DataFrame], None]) -> Subscription:
+    def subscribe(self, callback: Callable[[pd.DataFrame], None], *, direct: bool = False) -> Subscription:
         """Call ``callback(new_rows)`` after every fetch, on the caller's own loop, until cancelled.
 
         ``subscription.history`` holds the rows collected before, so a new chart starts full; no row is both
         in it and delivered.  In a Panel server session the subscription ends with the session.
+
+        ``direct=True`` is for server-wide consumers (the history writer): the callback runs on the poller's own
+        thread, whatever session or loop subscribes, lives as long as the poller, and must not block.
         """
-        dispatch, doc = current_dispatch()
+        dispatch, doc = (None, None) if direct else current_dispatch()
         sub = Subscription(self, callback, dispatch)
         with self._lock:
             sub.history = self._history.copy()

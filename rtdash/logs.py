@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 import threading
 from typing import IO
@@ -100,11 +99,3 @@ def setup_logging(settings: Settings, stream: IO[str] | None = None, level: int 
             if not any(isinstance(f, RedactFilter) for f in root_handler.filters):
                 root_handler.addFilter(RedactFilter())
         return handler
-
-
-def process_label() -> str:
-    """``pid 1234`` (and the ``--num-procs`` worker number when there is one), for log lines about the server."""
-    from tornado.process import task_id
-
-    task = task_id()
-    return f"pid {os.getpid()}" + (f" (worker {task})" if task is not None else "")

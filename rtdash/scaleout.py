@@ -146,12 +146,17 @@ class Follower:
                 self._stop.wait(delay)
 
     def _catch_up(self, kind: str) -> None:
-        newest = self._newest[kind]
-        start = min(newest.values()) if newest else pd.Timestamp.now(tz="UTC") - FIRST_LOOK_BACK
-        df = tidy(self.store.read(kind, start=start), kind)
+        """Hand over the rows of ``kind`` newer than the newest this viewer holds of each of its series."""
+        settings, name = self.runtime.settings, SERIES[kind]
+        series = list(settings.assets if kind == "price" else settings.cities)
+        newest = {key: value for key, value in self._newest[kind].items() if key in series}
+        if newest:  # a series that stopped (the collector was reconfigured) must not make every read longer
+            start = max(min(newest.values()), max(newest.values()) - FIRST_LOOK_BACK)
+        else:
+            start = pd.Timestamp.now(tz="UTC") - FIRST_LOOK_BACK
+        df = tidy(self.store.read(kind, start=start, series=series), kind)
         if not len(df):
             return
-        name = SERIES[kind]
         last = df[name].map(newest).astype("datetime64[ns, UTC]")
         fresh = df[last.isna() | (df["time"] > last)].sort_values("time", kind="stable").reset_index(drop=True)
         if not len(fresh):

@@ -9,9 +9,11 @@ import html
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from bokeh.client import pull_session
+from bokeh.model import Model
 from bokeh.models import Tabs
 
 from tests.helpers import ROOT, SCRIPT, fake_env, free_port, wait_until
@@ -19,18 +21,28 @@ from tests.helpers import ROOT, SCRIPT, fake_env, free_port, wait_until
 FAST = {"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_CITIES": "London,Berlin"}
 
 
+def open_session(url: str) -> list[Model]:
+    """Open a session of the app at ``url`` as a browser would, and return the models of its page.
+
+    On a thread of its own: Bokeh's client runs an event loop, and Playwright may hold this thread's.
+    """
+
+    def pull() -> list[Model]:
+        with pull_session(url=url) as session:
+            return [model for root in session.document.roots for model in root.references()]
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(pull).result(timeout=120)
+
+
 def tab_titles(url: str) -> list[str]:
-    """Open a session of the app at ``url`` and return the titles of its tabs."""
-    with pull_session(url=url) as session:
-        tabs = [model for root in session.document.roots for model in root.select({"type": Tabs})]
-        return [panel.title for tab in tabs for panel in tab.tabs]
+    return [panel.title for model in open_session(url) if isinstance(model, Tabs) for panel in model.tabs]
 
 
 def page_texts(url: str) -> list[str]:
-    """Open a session and return the text of its HTML panes (which Panel sends escaped, HTML inside)."""
-    with pull_session(url=url) as session:
-        texts = [getattr(m, "text", None) for root in session.document.roots for m in root.references()]
-        return [html.unescape(html.unescape(text)) for text in texts if text]
+    """The text of the page's HTML panes (which Panel sends escaped, HTML inside)."""
+    texts = [getattr(model, "text", None) for model in open_session(url)]
+    return [html.unescape(html.unescape(text)) for text in texts if text]
 
 
 def test_panel_serve_answers_and_a_session_opens(serve):

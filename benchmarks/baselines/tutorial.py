@@ -98,7 +98,7 @@ def wide(frame: DataFrame, column: str) -> DataFrame:
 price = PeriodicDataFrame(price_data, interval=pd.Timedelta(seconds=PRICE_INTERVAL))
 weather = PeriodicDataFrame(weather_data, interval=pd.Timedelta(seconds=WEATHER_INTERVAL))
 
-plot_opts = dict(backlog=BACKLOG, height=300, responsive=True)
+plot_opts = dict(backlog=BACKLOG, height=300, responsive=True, shared_axes=False)
 price_plot = price.hvplot.line(y=ASSET, title=f"{ASSET} price (USD)", **plot_opts)
 weather_frames = {column: wide(weather, column) for column in ("temperature", "humidity", "wind_speed")}
 weather_plots = [

@@ -187,9 +187,10 @@ def _naive_utc(times: pd.Series) -> pd.Series:
     return times.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]").reset_index(drop=True)
 
 
-def format_price(value: float, quote: str) -> str:
+def format_price(value: float, quote: str, scale: float | None = None) -> str:
+    """``$65,000.12``, ``$0.16123``, ``1,234.50 CHF``: cents, or six significant digits below 1 (of ``scale``)."""
     symbol = CURRENCY_SYMBOLS.get(quote)
-    number = f"{value:,.2f}" if abs(value) >= 1 else f"{value:.6g}"
+    number = f"{value:,.2f}" if abs(value if scale is None else scale) >= 1 else f"{value:.6g}"
     return f"{symbol}{number}" if symbol else f"{number} {quote}"
 
 
@@ -207,7 +208,8 @@ def price_card(asset: str, quote: str, data: pd.DataFrame | None, provider: str)
     since = prices["time"].iloc[0].strftime("%H:%M:%S")
     updated = prices["time"].iloc[-1].strftime(TIME_FORMAT)
     sign = "+" if change >= 0 else "−"
-    change_text = f"{arrow} {sign}{format_price(abs(change), quote)} ({sign}{abs(percent):.2f}%)"
+    percent_text = "<0.01%" if 0 < abs(percent) < 0.005 else f"{sign}{abs(percent):.2f}%"
+    change_text = f"{arrow} {sign}{format_price(abs(change), quote, scale=last)} ({percent_text})"
     return (
         f'<div class="card"><div class="name">{name}</div>'
         f'<div class="price">{html.escape(format_price(last, quote))}</div>'
@@ -228,10 +230,7 @@ class LiveView(pn.viewable.Viewer):
         self._quote = settings.quote
         units = UNITS[settings.units]
         colours = {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
-        history = {
-            kind: poller.subscribe(functools.partial(self._receive, kind)).history
-            for kind, poller in self.runtime.pollers.items()
-        }
+        history = {kind: poller.history() for kind, poller in self.runtime.pollers.items()}
         self._prices = {
             asset: SeriesBuffers("price", [asset], "price", settings.price_interval, settings.backlog, history["price"])
             for asset in settings.assets
@@ -256,7 +255,9 @@ class LiveView(pn.viewable.Viewer):
             for city, colour in colours.items()
         )
         self._legend = pn.pane.HTML(f'<div class="legend">{items}</div>', stylesheets=[LEGEND_CSS], margin=(0, 10))
-        self._update_cards()
+        for kind, poller in self.runtime.pollers.items():
+            # Rows that came between the history above and the subscription are in its history; the rest are skipped.
+            self._receive(kind, poller.subscribe(functools.partial(self._receive, kind)).history)
 
     def _price_chart(self, asset: str) -> pn.pane.HoloViews:
         tooltips = [HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {self._quote}")]

@@ -37,7 +37,8 @@ class Collector:
         self.proc = subprocess.Popen(command, env=full_env, cwd=tmp_path, stdout=self._log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int | None:
@@ -118,8 +119,61 @@ def test_one_collector_two_viewers(pg_url, fake_api, viewer_api, browser, tmp_pa
         for viewer in viewers:
             viewer.stop()
         code = collector.stop()
-    assert code == 0, collector.output()
+    assert code == 0, f"{code}\n{collector.output()}"
     assert "Traceback" not in collector.output()
+
+
+def test_a_follower_streams_new_rows_and_catches_up_after_an_outage(postgres_server, pg_url, make_settings):
+    import pandas as pd
+
+    from rtdash.scaleout import Follower, install_notify
+    from rtdash.store.postgres import PostgresStore
+    from rtdash.stream import Runtime
+
+    writer = PostgresStore(pg_url)
+    install_notify(writer)
+    runtime = Runtime(make_settings(RTDASH_ROLE="viewer", RTDASH_STORE=pg_url, RTDASH_ASSETS="BTC"))  # not started
+    received: list[pd.DataFrame] = []
+    runtime.price.subscribe(received.append)
+    follower = Follower(runtime).start()
+
+    base = pd.Timestamp.now(tz="UTC").floor("s")
+
+    def rows(seconds: list[int]) -> pd.DataFrame:
+        times = [base + pd.Timedelta(seconds=s) for s in seconds]
+        return pd.DataFrame({"time": times, "asset": "BTC", "quote": "USD", "price": seconds, "source": "coinbase"})
+
+    def got() -> list[float]:
+        return [p for df in received for p in df["price"]]
+
+    try:
+        wait_until(lambda: follower.status.state == "ok", 10)
+        writer.write("price", rows([1, 2]))
+        wait_until(lambda: got() == [1, 2], 10)
+        writer.write("price", rows([2, 3]))  # a row already handed over is not handed over again
+        wait_until(lambda: got() == [1, 2, 3], 10)
+        assert runtime.price.status.state == "ok" and runtime.price.status.fetches == 0
+
+        postgres_server.stop()
+        try:
+            wait_until(lambda: follower.status.state == "down", 15)
+            assert runtime.price.status.state == "stale"
+        finally:
+            postgres_server.start()
+
+        def write_again() -> bool:  # the writer's own pooled connection was cut too: the first try may fail
+            try:
+                return writer.write("price", rows([4, 5])) >= 0
+            except psycopg.Error:
+                return False
+
+        wait_until(write_again, 15)  # stored while the follower may still be reconnecting: caught up, in order
+        wait_until(lambda: got() == [1, 2, 3, 4, 5], 30)
+        assert follower.status.state == "ok" and follower.status.notifications >= 2
+    finally:
+        follower.stop()
+        runtime.stop()
+        writer.close()
 
 
 def test_a_viewer_needs_postgresql(fake_api, tmp_path):

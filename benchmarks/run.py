@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 
 from tests.fakeapi import FakeAPI
 from tests.helpers import ServedApp, fake_env, free_port
@@ -51,6 +53,7 @@ CHROMIUM_ARGS = [
     "--disable-backgrounding-occluded-windows",
 ]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+OPEN_TIMEOUT = 60.0  # seconds a new session may take to open before the server counts as saturated
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -147,7 +150,9 @@ class Served:
                 script.write_text(RTDASH_PREFILL_WRAPPER.format(rows=prefill, script=str(spec.script)))
             elif prefill:
                 env["BENCH_PREFILL"] = str(prefill)
-            self.app = ServedApp(script, env=env, cwd=self._tmp.name)
+            # rtdash's /health and /metrics from startup, the way its docs serve it
+            serve_args = ["--plugins", "rtdash.server"] if spec.name == "rtdash" else []
+            self.app = ServedApp(script, env=env, cwd=self._tmp.name, serve_args=serve_args)
             self.app.wait_ready()
         self.url = self.app.url.rstrip("/") + spec.route
         self.pid = self.app.proc.pid
@@ -159,6 +164,14 @@ class Served:
 
     def rss(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+    def health(self) -> dict[str, Any] | None:
+        """rtdash's ``/health`` JSON, or None where there is none (the baselines)."""
+        try:
+            response = requests.get(self.app.url + "/health", timeout=5)
+            return response.json() if response.headers.get("Content-Type", "").startswith("application/json") else None
+        except (requests.RequestException, ValueError):
+            return None
 
     def stop(self) -> None:
         self.app.stop()
@@ -185,10 +198,11 @@ def _floats(obj: Any, buffers: dict[str, bytes], out: list[float]) -> None:
         if obj.get("type") == "ndarray" and str(obj.get("dtype", "")).startswith("float"):
             array = obj.get("array")
             raw = None
-            if isinstance(array, dict) and array.get("type") == "bytes" and isinstance(array.get("data"), str):
-                raw = base64.b64decode(array["data"])
-            elif isinstance(array, dict) and "id" in array:
-                raw = buffers.get(array["id"])
+            data = array.get("data") if isinstance(array, dict) and array.get("type") == "bytes" else array
+            if isinstance(data, str):
+                raw = base64.b64decode(data)
+            elif isinstance(data, dict) and "id" in data:
+                raw = buffers.get(data["id"])
             elif isinstance(array, list):
                 out.extend(x for x in array if isinstance(x, float))
             if raw is not None:
@@ -229,12 +243,15 @@ class BokehViewer:
         self._conn = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=1 << 30)
         await self._read_message()  # ACK
         await self._send("PULL-DOC-REQ")
+        await self._read_message()  # PULL-DOC-REPLY: the document, which a browser would render now; then it says
+        ready = {"type": "event", "name": "document_ready", "values": {"type": "map"}}
+        await self._send("PATCH-DOC", {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": ready}]})
         self._task = asyncio.ensure_future(self._loop())
         return self
 
-    async def _send(self, msgtype: str) -> None:
+    async def _send(self, msgtype: str, content: dict | None = None) -> None:
         header = {"msgid": uuid.uuid4().hex, "msgtype": msgtype}
-        for part in (header, {}, {}):
+        for part in (header, {}, content or {}):
             await self._conn.write_message(json.dumps(part))
 
     async def _read_message(self) -> tuple[dict, Any, dict[str, bytes]] | None:
@@ -541,7 +558,7 @@ class Plan:
 
 FULL = Plan(windows=15, viewers=(1, 5, 20, 50), pages=(1, 20), capacity=(100, 150, 200), backlogs=(1000, 10000),
             ttfr_pages=3)  # fmt: skip
-QUICK = Plan(windows=6, viewers=(1, 5, 20), pages=(1, 5), capacity=(), backlogs=(1000,), ttfr_pages=1)
+QUICK = Plan(windows=6, viewers=(1, 5), pages=(1, 5), capacity=(), backlogs=(1000,), ttfr_pages=1)
 
 
 class Bench:
@@ -580,7 +597,12 @@ class Bench:
             viewers = [BokehViewer(served.url, keep) for _ in range(n)]
         opened = []
         for chunk in batched(viewers, 5):  # the way people arrive: a few at a time
-            opened += await asyncio.gather(*(v.open() for v in chunk))
+            results = await asyncio.gather(*(asyncio.wait_for(v.open(), OPEN_TIMEOUT) for v in chunk), return_exceptions=True)
+            opened += [v for v in results if not isinstance(v, BaseException)]
+            failed = [v for v, r in zip(chunk, results, strict=True) if isinstance(r, BaseException)]
+            await asyncio.gather(*(v.close() for v in failed))
+            if failed:  # the server no longer takes new sessions in time: stop knocking
+                break
         return opened
 
     async def _settle(self, viewers: list, timeout: float = 60) -> bool:
@@ -654,6 +676,10 @@ class Bench:
         viewers: list = []
         for n in plan.viewers + plan.capacity:
             viewers += await self._open_light(spec, served, api, n - len(viewers))
+            if len(viewers) < n:
+                self.log(f"  {spec.name}: only {len(viewers)} of {n} sessions opened within {OPEN_TIMEOUT:.0f} s each")
+                sweep.append({"viewers": n, "opened": len(viewers), "held": False})
+                break
             settled = await self._settle(viewers)
             w = await self._window(served, api, viewers, plan.windows)
             w["settled"] = settled
@@ -667,8 +693,8 @@ class Bench:
                 f"CPU/viewer/update {w['cpu_ms_per_viewer_update']:.3f} ms, p95 {w['p95_ms'] or math.nan:.0f} ms, "
                 f"missed {w['missed_pct'] or 0:.1f} %, {w['rss_mb']:.0f} MB"
             )
-            if n in plan.capacity and not w["held"]:
-                break
+            if not settled or (n in plan.capacity and not w["held"]):
+                break  # more sessions would only queue up behind these
         out["idle"] = idle
         out["sweep"] = sweep
         held = [w["viewers"] for w in sweep if w["held"]]
@@ -763,7 +789,9 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
     if rt is None:
         return [{"goal": "all", "status": "n/a", "detail": "rtdash was not measured"}]
     calls = [
-        (w["viewers"], w["price_calls_per_interval"], w["weather_calls_per_interval"]) for w in rt.get("sweep", [])
+        (w["viewers"], w["price_calls_per_interval"], w["weather_calls_per_interval"])
+        for w in rt.get("sweep", [])
+        if "price_calls_per_interval" in w
     ]
     flat = all(0.8 <= p <= 1.2 and 0.7 <= q <= 1.3 for _, p, q in calls) if calls else None
     goal(
@@ -801,7 +829,7 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
         None if held is None else held >= 100,
         f"{held}{'+ (ramp ended)' if rt.get('viewers_held_capped') else ''}",
     )
-    mb = [w["mb_per_viewer"] for w in rt.get("sweep", []) if w["viewers"] >= 20]
+    mb = [w["mb_per_viewer"] for w in rt.get("sweep", []) if w["viewers"] >= 20 and "mb_per_viewer" in w]
     goal("memory per viewer <= 10 MB", None if not mb else max(mb) <= 10, ", ".join(f"{m:.2f} MB" for m in mb))
     after = rt.get("rss_after_close_pct")
     goal(
@@ -925,6 +953,10 @@ async def run(plan: Plan, apps: list[str], log: Callable[[str], None]) -> dict[s
     return {"machine": machine(), "plan": asdict(plan), "results": results, "goals": goals(results)}
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short windows, N up to 20, backlog 1k only (~3 min)")
@@ -937,6 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown app(s) {', '.join(unknown)}: valid are {', '.join(APPS)}")
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed run still stops the servers it started
     report = asyncio.run(run(plan, apps, log))
     text = json.dumps(report, indent=2, default=str)
     if args.json:

@@ -285,15 +285,18 @@ def health() -> tuple[int, dict[str, Any]]:
             source["subscribers"] = poller.subscriber_count
             source["updates"] = poller.updates
             body["sources"][kind + suffix] = source
-            if snap.get("state") != "ok" and body["status"] == "ok":
-                body["status"] = "degraded"
         store = store_health(runtime)
         body["store" + suffix] = store
         if store.get("state") in STORE_UNUSABLE:
             unusable = True
     body.setdefault("store", {"state": "none"})
+    states = {source["state"] for source in body["sources"].values()}
     if unusable:
         body["status"] = "unavailable"
+    elif states & {"stale", "error"}:
+        body["status"] = "degraded"
+    elif "starting" in states:
+        body["status"] = "starting"
     return (503 if unusable else 200), body
 
 

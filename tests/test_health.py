@@ -4,7 +4,11 @@ with prometheus_client's own parser, are served by plain ``panel serve`` and by 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 import requests
@@ -53,10 +57,16 @@ def test_health_and_metrics_follow_the_api_failing_and_recovering(fake_api, make
     assert status == 200 and body["status"] in ("ok", "starting")
     assert price(body)["provider"] == "Coinbase" and price(body)["last_success"] and price(body)["last_error"] is None
     json.dumps(body)  # JSON-ready
-    wait_until(lambda: value(server.generate_latest().decode(), "rtdash_source_up", kind="price") == 1, 10)
-    ok_scrape = server.generate_latest().decode()
-    fetched = value(ok_scrape, "rtdash_fetches_total", kind="price", provider="Coinbase")
-    assert fetched > value(before, "rtdash_fetches_total", kind="price", provider="Coinbase")
+    fetches_before = value(before, "rtdash_fetches_total", kind="price", provider="Coinbase")
+    ok_scrape = wait_until(
+        lambda: (
+            (t := server.generate_latest().decode())
+            and value(t, "rtdash_source_up", kind="price") == 1
+            and value(t, "rtdash_fetches_total", kind="price", provider="Coinbase") > fetches_before
+            and t
+        ),
+        10,
+    )
     assert value(ok_scrape, "rtdash_fetch_duration_seconds_count", kind="price") >= 1
     assert value(ok_scrape, "rtdash_rows_fetched_total", kind="price") >= 1
 
@@ -169,6 +179,43 @@ def test_the_plugin_serves_health_before_any_session(serve):
     wait_until(lambda: requests.get(app.url + "/health", timeout=5).json()["sources"], 30)
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the ``--num-procs`` workers of a ``panel serve``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def stop_workers(pids: list[int]) -> None:
+    """Terminate, wait, then kill: a worker whose parent was stopped is not stopped with it."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and "Z" not in stat_state(pid) for pid in pids)
+
+    try:
+        wait_until(gone, 10, 0.1, "the workers to exit")
+    except AssertionError:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def stat_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 @pytest.mark.slow
 @pytest.mark.ui
 def test_metrics_add_up_across_processes(serve, browser, tmp_path):
@@ -178,6 +225,7 @@ def test_metrics_add_up_across_processes(serve, browser, tmp_path):
         env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
         serve_args=["--plugins", "rtdash.server", "--num-procs", "2"],
     )
+    workers = wait_until(lambda: len(c := children(app.proc.pid)) == 2 and c, 30)
     pages = [browser.new_page() for _ in range(3)]
     try:
         for page in pages:
@@ -185,7 +233,11 @@ def test_metrics_add_up_across_processes(serve, browser, tmp_path):
         # Each scrape is a new connection, answered by either process: all must show the three sessions.
         wait_until(lambda: all(value(scrape(app.url), "rtdash_sessions") == 3 for _ in range(6)), 60)
         assert any(metrics_dir.glob("gauge_livesum_*.db")), "the processes write their values to the shared directory"
+        for page in pages:
+            page.close()
+        wait_until(lambda: all(value(scrape(app.url), "rtdash_sessions") == 0 for _ in range(6)), 60)
     finally:
         for page in pages:
             page.close()
-    wait_until(lambda: all(value(scrape(app.url), "rtdash_sessions") == 0 for _ in range(6)), 60)
+        app.stop()
+        stop_workers(workers)

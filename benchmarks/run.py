@@ -245,7 +245,9 @@ class BokehViewer:
         await self._send("PULL-DOC-REQ")
         await self._read_message()  # PULL-DOC-REPLY: the document, which a browser would render now; then it says
         ready = {"type": "event", "name": "document_ready", "values": {"type": "map"}}
-        await self._send("PATCH-DOC", {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": ready}]})
+        await self._send(
+            "PATCH-DOC", {"events": [{"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": ready}]}
+        )
         self._task = asyncio.ensure_future(self._loop())
         return self
 
@@ -293,7 +295,7 @@ class BokehViewer:
 
 
 class DashViewer:
-    """What a Dash page's two dcc.Interval do, without a browser: POST each callback on its interval, store round-trip."""
+    """What a Dash page's two dcc.Interval do, without a browser: POST each callback on time, the store round-trip."""
 
     def __init__(self, url: str, price_interval: float, weather_interval: float, keep: Callable[[float], bool]):
         self.url = url.rstrip("/")
@@ -592,12 +594,16 @@ class Bench:
     async def _open_light(self, spec: AppSpec, served: Served, api: RecordingAPI, n: int) -> list:
         keep = self.keep_for(api)
         if spec.kind == "dash":
-            viewers = [DashViewer(served.url, self.plan.price_interval, self.plan.weather_interval, keep) for _ in range(n)]
+            viewers = [
+                DashViewer(served.url, self.plan.price_interval, self.plan.weather_interval, keep) for _ in range(n)
+            ]
         else:
             viewers = [BokehViewer(served.url, keep) for _ in range(n)]
         opened = []
         for chunk in batched(viewers, 5):  # the way people arrive: a few at a time
-            results = await asyncio.gather(*(asyncio.wait_for(v.open(), OPEN_TIMEOUT) for v in chunk), return_exceptions=True)
+            results = await asyncio.gather(
+                *(asyncio.wait_for(v.open(), OPEN_TIMEOUT) for v in chunk), return_exceptions=True
+            )
             opened += [v for v in results if not isinstance(v, BaseException)]
             failed = [v for v, r in zip(chunk, results, strict=True) if isinstance(r, BaseException)]
             await asyncio.gather(*(v.close() for v in failed))
@@ -800,7 +806,10 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
         ", ".join(f"N={n}: {p:.2f}/{q:.2f}" for n, p, q in calls) + " (price/weather)",
     )
     n_cpu = 20
-    a, b = _get(sweep_at(rt, n_cpu), "cpu_ms_per_viewer_update"), _get(sweep_at(tut or {}, n_cpu), "cpu_ms_per_viewer_update")
+    a, b = (
+        _get(sweep_at(rt, n_cpu), "cpu_ms_per_viewer_update"),
+        _get(sweep_at(tut or {}, n_cpu), "cpu_ms_per_viewer_update"),
+    )
     goal(
         "marginal CPU per viewer per update <= 1/5 of the tutorial's",
         None if a is None or b is None else a <= b / 5,
@@ -816,7 +825,7 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
         goal(
             f"bytes per row <= 600 B, >=5x below tutorial, >=25x below Dash (backlog {backlog})",
             ok,
-            f"rtdash {r:,.0f} B, tutorial {t if t is None else f'{t:,.0f}'} B, Dash {d if d is None else f'{d:,.0f}'} B",
+            f"rtdash {r:,.0f} B, tutorial {_fmt(t, ',.0f')} B, Dash {_fmt(d, ',.0f')} B",
         )
     r1, r10 = _get(rt, "bytes", "1000", "bytes_per_row"), _get(rt, "bytes", "10000", "bytes_per_row")
     if r1 and r10:
@@ -873,7 +882,8 @@ def table(results: dict[str, dict], plan: Plan) -> str:
             lambda r, b=str(backlog): _fmt(_get(r, "bytes", b, "upload_bytes_per_row"), ",.0f"))  # fmt: skip
     for n in plan.pages:
         row(f"fetch-to-pixel p50 / p95, {n} page(s) (ms)",
-            lambda r, n=n: f"{_fmt(_get(pages_at(r, n), 'p50_ms'))} / {_fmt(_get(pages_at(r, n), 'p95_ms'))}")  # fmt: skip
+            lambda r, n=n: f"{_fmt(_get(pages_at(r, n), 'p50_ms'))} / "
+                           f"{_fmt(_get(pages_at(r, n), 'p95_ms'))}")  # fmt: skip
         row(f"  missed updates, {n} page(s) (%)", lambda r, n=n: _fmt(_get(pages_at(r, n), "missed_pct"), ".1f"))
     for n in plan.viewers + plan.capacity:
         row(f"fetch-to-client p95 / missed, N={n} lightweight (ms / %)",
@@ -899,8 +909,8 @@ def machine() -> dict[str, Any]:
     import bokeh
     import holoviews
     import hvplot
-    import panel
     import pandas
+    import panel
     import streamz
 
     model = next(

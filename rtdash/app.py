@@ -18,11 +18,14 @@ import panel as pn
 from . import __version__
 from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
+from .logs import setup_logging
+from .server import on_session, routes
 from .stream import get_runtime, stop_all
 from .views.history import HistoryView
 from .views.live import LiveView
 from .views.refresh import RefreshView
 from .views.status import StatusView
+from .views.urlstate import sync_url
 
 log = logging.getLogger("rtdash")
 
@@ -49,7 +52,9 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         _log_once(f"rtdash: error: {exc}")
         message = html.escape(f"rtdash cannot start: {exc}")
         return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
+    setup_logging(settings)
     runtime = get_runtime(settings)
+    on_session(runtime)
     status = StatusView(runtime=runtime)
     header = pn.Row(
         pn.pane.HTML(f"<h1>{html.escape(TITLE)}</h1>", margin=(0, 10), align="center"),
@@ -60,14 +65,17 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     )
     # dynamic: a tab is rendered when it is shown, so the page starts with the Live tab alone (and a map whose
     # tiles cannot load does not hold back the page's "ready" event that live updates wait for).
+    refresh, history = RefreshView(runtime=runtime), HistoryView(runtime=runtime)
     tabs = pn.Tabs(
         ("Live", LiveView(runtime=runtime)),
-        ("Refresh", RefreshView(runtime=runtime)),
-        ("History", HistoryView(runtime=runtime)),
+        ("Refresh", refresh),
+        ("History", history),
         dynamic=True,
         sizing_mode="stretch_width",
     )
-    return pn.Column(header, status.banner, tabs, sizing_mode="stretch_width")
+    # The URL carries the view (tab, assets, cities, metric, range): a shared link opens the same view.
+    url = sync_url(tabs, history=history, refresh=refresh)
+    return pn.Column(header, status.banner, url, tabs, sizing_mode="stretch_width")
 
 
 @functools.cache
@@ -95,7 +103,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--show", action="store_true", help="open the dashboard in a browser")
     args, rest = parser.parse_known_args(argv)
     settings = load_settings_or_exit(rest)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     port = args.port or _free_port()
     origins = sorted({f"{args.address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
     server = pn.serve(
@@ -107,6 +115,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
         start=False,
         title=TITLE,
         liveness=True,
+        extra_patterns=routes(),
     )
     server.start()
     print(f"rtdash: serving the dashboard at http://{args.address}:{server.port}/ (Ctrl+C to stop)", flush=True)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import Settings, SettingsError
+from .logs import setup_logging
 from .sources import Source, SourceError, redact
 
 log = logging.getLogger("rtdash")
@@ -93,11 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     fill.add_argument(
         "--kinds", default="price,weather", help="price, weather or both, comma-separated (price,weather)"
     )
+    commands.add_parser(
+        "collect",
+        help="poll the providers and write to the PostgreSQL store only (viewers follow it: RTDASH_ROLE=viewer)",
+    )
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings_or_exit(rest)
+    setup_logging(settings, level=logging.WARNING if args.command == "check" else logging.INFO)
     if args.command == "check":
         return check(settings)
+    if args.command == "collect":
+        from .scaleout import collect
+
+        return collect(settings)
     if args.command == "backfill":
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
         if not kinds or set(kinds) - {"price", "weather"}:

@@ -472,7 +472,7 @@ def _settings_from_env() -> Settings | None:
         try:
             _process_settings.append(Settings.load())
         except SettingsError as exc:  # the app shows it on the page; the endpoints still answer
-            log.warning("rtdash.server: %s", exc)
+            log.debug("settings are invalid (the page and the log say so once): %s", exc)
             _process_settings.append(None)
     return _process_settings[0]
 

@@ -102,7 +102,10 @@ class ServedApp:
                 command += ["--args", *args]
         self.command = command
         self._log = open(self.log_path, "w")  # closed in stop()
-        self.proc = subprocess.Popen(command, env=full_env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT)
+        # Its own process group, so that stop() also ends the workers of --num-procs.
+        self.proc = subprocess.Popen(
+            command, env=full_env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def output(self) -> str:
         self._log.flush()
@@ -123,19 +126,26 @@ class ServedApp:
             raise AssertionError(f"{exc}\n--- server output ---\n{self.output()}") from None
         return self
 
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
-        self.proc.send_signal(signal.SIGKILL)
+        self._signal(signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._signal(signal.SIGKILL)
                 self.proc.wait(10)
+        self._signal(signal.SIGKILL)  # whatever of its group is left (--num-procs workers)
         self._log.close()
 
     def __enter__(self) -> ServedApp:

@@ -53,7 +53,9 @@ LAST_TIME_JS = """(column) => {
   for (const doc of window.Bokeh.documents) for (const m of doc._all_models.values()) {
     if (m.type !== 'ColumnDataSource' || m.data[column] === undefined || m.data.time === undefined) continue;
     const t = m.data.time;
-    for (let i = t.length - 1; i >= 0; i--) if (Number.isFinite(m.data[column][i])) { last = Math.max(last ?? -1, t[i]); break; }
+    for (let i = t.length - 1; i >= 0; i--) {
+      if (Number.isFinite(m.data[column][i])) { last = Math.max(last ?? -1, t[i]); break; }
+    }
   }
   return last;
 }"""

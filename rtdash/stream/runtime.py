@@ -35,6 +35,7 @@ class Runtime:
         }
         # History: opened now, seeded into the pollers and written to from start().  Without one, live only.
         self.writer: StoreWriter | None = None
+        self.follower = None  # a viewer follows the store instead of polling (rtdash.scaleout)
         self.store_error: str | None = None
         try:
             self.store = open_store(settings)
@@ -53,11 +54,18 @@ class Runtime:
     def start(self) -> Runtime:
         if self.store is not None and self.writer is None:
             self.writer = attach(self.store, self)
+        if self.settings.role == "viewer":
+            from ..scaleout import follow
+
+            self.follower = follow(self)
+            return self
         for poller in self.pollers.values():
             poller.start()
         return self
 
     def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         for poller in self.pollers.values():
             poller.stop()
         if self.writer is not None:

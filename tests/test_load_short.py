@@ -1,0 +1,37 @@
+"""A short load and soak of the served app (``benchmarks/load.py``, ``benchmarks/soak.py``), for CI.
+
+No timing is asserted here (the figures belong to ``BENCHMARKS.md``); what must hold whatever the machine's speed:
+every session gets updates and none breaks, the upstream calls stay one per interval however many sessions watch,
+sessions that closed are all destroyed (``/health``), and the server logs no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from benchmarks.load import load
+from benchmarks.soak import soak
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_load_every_session_updates_and_one_call_per_interval() -> None:
+    result = asyncio.run(load("rtdash", sessions=10, duration=15.0, interval=1.0))
+    assert result["broken_sessions"] == 0, result
+    assert result["sessions_without_updates"] == 0, result
+    assert result["latency_samples"] > 0, result
+    # one shared poller: ten sessions polling for themselves would make this ~10
+    assert result["price_calls_per_interval"] <= 1.3, result
+    assert result["health_sessions"] == 10, result
+    assert result["server_tracebacks"] == 0, result
+
+
+def test_short_soak_sessions_come_and_go_and_all_are_destroyed() -> None:
+    result = asyncio.run(soak("rtdash", duration=25.0, warmup=5.0, interval=0.2, concurrent=6, lifetime=(1.0, 4.0)))
+    assert result["sessions_opened"] >= 6 and result["sessions_failed_to_open"] == 0, result
+    assert result["sessions_closed"] == result["sessions_opened"], result
+    assert result["sessions_left"] == 0, result
+    assert result["price_calls_per_interval"] <= 1.3, result
+    assert result["server_tracebacks"] == 0, result

@@ -18,7 +18,7 @@ the page, escaped and shortened; it never reaches a widget, and never raises.  O
 alone.
 
 The link is read from ``pn.state.location`` (the page request's query).  The address bar is written by
-:class:`AddressBar`, a zero-size component that calls ``history.replaceState`` as soon as it is drawn and on every
+:class:`AddressBar`, a hidden input whose browser-side callback calls ``history.replaceState`` on every
 change: ``pn.state.location`` defers its writes until the whole page is idle, which a map whose tiles cannot be
 reached (an offline intranet) never is.  ``replaceState`` keeps one history entry per page, not one per click.
 """
@@ -33,7 +33,6 @@ from urllib.parse import parse_qsl, urlencode
 import pandas as pd
 import panel as pn
 import param
-from panel.custom import JSComponent
 
 RANGES = {"1h": "Last hour", "1d": "Last day", "7d": "Last week", "all": "All"}
 SPAN_SLUGS = {span: slug for slug, span in RANGES.items()}
@@ -69,30 +68,42 @@ def _time(value: str) -> pd.Timestamp | None:
     return ts if EARLIEST <= ts <= LATEST else None
 
 
-class AddressBar(JSComponent):
-    """Shows ``search`` in the browser's address bar (``history.replaceState``), when drawn and on every change."""
+class AddressBar(pn.viewable.Viewer):
+    """Shows ``search`` in the browser's address bar (``history.replaceState``) on every change.
+
+    Built from Bokeh's own models (a hidden input with a ``CustomJS`` callback) rather than a custom component, so
+    that any Bokeh client — not only a browser — can open a session of the app.
+    """
 
     search = param.String(default="", doc="The query string, with its leading '?'.")
 
-    _esm = """
-export function render({ model }) {
-  function apply() {
-    const search = model.search
-    if (search && search !== window.location.search) {
-      window.history.replaceState(window.history.state, "", window.location.pathname + search + window.location.hash)
-    }
-  }
-  model.on("search", apply)
-  apply()
-  return document.createElement("span")
+    _js = """
+const search = cb_obj.value
+if (search && search !== window.location.search) {
+  window.history.replaceState(window.history.state, "", window.location.pathname + search + window.location.hash)
 }
 """
 
     def __init__(self, **params):
-        params.setdefault("width", 0)
-        params.setdefault("height", 0)
-        params.setdefault("margin", 0)
         super().__init__(**params)
+        # Empty until the page is drawn, then set: a change is what runs the callback in the browser.
+        self._input = pn.widgets.TextInput(value="", visible=False, margin=0)
+        self._input.jscallback(value=self._js)
+        self._loaded = pn.state.curdoc is None or pn.state.curdoc.session_context is None
+        if not self._loaded:
+            pn.state.onload(self._on_load)
+
+    def _on_load(self) -> None:
+        self._loaded = True
+        self._push()
+
+    @param.depends("search", watch=True)
+    def _push(self) -> None:
+        if self._loaded:
+            self._input.value = self.search
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._input
 
 
 class UrlState(param.Parameterized):

@@ -25,16 +25,16 @@ async def load(
     duration: float = 30.0,
     interval: float = 1.0,
     sample_every: float = 5.0,
+    settle: float = 60.0,
     log=lambda line: None,
 ) -> dict[str, Any]:
-    """Serve ``app``, open ``sessions`` sessions, hold them for ``duration`` seconds; the figures."""
+    """Serve ``app``, open ``sessions`` sessions, wait (at most ``settle`` s) until each has had an update, then
+    hold them for ``duration`` seconds; the figures."""
     spec = APPS[app]
     if spec.kind != "bokeh":
         raise ValueError(f"load drives Bokeh sessions: {app!r} is not a Panel app")
-    env = {
-        "RTDASH_PRICE_INTERVAL": f"{interval}s",
-        "RTDASH_WEATHER_INTERVAL": f"{max(interval, 1.0)}s",
-    }
+    # the price at the interval; weather ten times slower (Open-Meteo would not be asked every second)
+    env = {"RTDASH_PRICE_INTERVAL": f"{interval}s", "RTDASH_WEATHER_INTERVAL": f"{10 * interval}s"}
     with RecordingAPI() as api:
         served = await asyncio.to_thread(Served, spec, api, env)
         viewers: list[BokehViewer] = []
@@ -46,7 +46,10 @@ async def load(
                 chunk = [BokehViewer(served.url, keep) for _ in range(min(5, sessions - start))]
                 viewers += await asyncio.gather(*(asyncio.wait_for(v.open(), 60) for v in chunk))
             log(f"{len(viewers)} sessions open in {time.monotonic() - opened_at:.1f} s")
-            await asyncio.sleep(2 * interval)  # the first updates reach every session
+            settle_deadline = time.monotonic() + settle
+            while time.monotonic() < settle_deadline and not all(v.arrivals.items for v in viewers):
+                await asyncio.sleep(0.2)  # until a first update has reached every session
+            settle_s = time.monotonic() - opened_at
             samples = []
             cpu0, t0 = served.cpu(), time.time()
             while time.time() - t0 < duration:
@@ -71,6 +74,7 @@ async def load(
                 "rss_end_mb": served.rss() / 2**20,
                 "rss_max_mb": max(s["rss_mb"] for s in samples),
                 "price_calls_per_interval": calls_between(api, "coinbase", t0, t1) / ((t1 - t0) / interval),
+                "settle_s": settle_s,
                 "sessions_without_updates": sum(1 for v in viewers if not v.arrivals.items),
                 "broken_sessions": len(broken),
                 "health_sessions": None if health is None else health.get("sessions"),

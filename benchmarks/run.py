@@ -218,6 +218,9 @@ def _floats(obj: Any, buffers: dict[str, bytes], out: list[float]) -> None:
                 _floats(value, buffers, out)
 
 
+DATA_EVENTS = {"ColumnsStreamed", "ColumnDataChanged", "ColumnsPatched"}  # Bokeh's chart data updates
+
+
 class BokehViewer:
     """A Bokeh server session without a browser: GET the page, open its websocket, pull the document, read patches."""
 
@@ -228,6 +231,8 @@ class BokehViewer:
         self._conn = None
         self._task: asyncio.Task | None = None
         self.error: str | None = None
+        self.tally = False  # count the bytes of chart data events apart (the bytes phase)
+        self.chart_bytes = 0
 
     async def open(self) -> BokehViewer:
         from tornado.httpclient import AsyncHTTPClient, HTTPRequest
@@ -281,7 +286,14 @@ class BokehViewer:
                 if header.get("msgtype") == "PATCH-DOC":
                     t = time.time()
                     values: list[float] = []
-                    _floats(json.loads(content), buffers, values)
+                    patch = json.loads(content)
+                    _floats(patch, buffers, values)
+                    if self.tally:
+                        self.chart_bytes += sum(
+                            len(json.dumps(event))
+                            for event in patch.get("events", [])
+                            if event.get("kind") in DATA_EVENTS
+                        ) + sum(len(b) for b in buffers.values())
                     self.arrivals.add((v for v in values if self.keep(v)), t)
         except Exception as exc:  # a closed or broken session ends the viewer
             self.error = repr(exc)
@@ -560,7 +572,7 @@ class Plan:
 
 FULL = Plan(windows=15, viewers=(1, 5, 20, 50), pages=(1, 20), capacity=(100, 150, 200), backlogs=(1000, 10000),
             ttfr_pages=3)  # fmt: skip
-QUICK = Plan(windows=6, viewers=(1, 5), pages=(1, 5), capacity=(), backlogs=(1000,), ttfr_pages=1)
+QUICK = Plan(windows=5, viewers=(1, 5), pages=(1,), capacity=(), backlogs=(1000,), ttfr_pages=1)
 
 
 class Bench:
@@ -611,7 +623,7 @@ class Bench:
                 break
         return opened
 
-    async def _settle(self, viewers: list, timeout: float = 60) -> bool:
+    async def _settle(self, viewers: list, timeout: float = 30) -> bool:
         """Until every viewer has received a new value, or the deadline."""
         marks = [len(v.arrivals.items) for v in viewers]
         deadline = time.monotonic() + timeout
@@ -681,6 +693,8 @@ class Bench:
         sweep = []
         viewers: list = []
         for n in plan.viewers + plan.capacity:
+            if n in plan.capacity and not sweep[-1].get("held"):
+                break  # the ramp goes on only while the server still holds its viewers
             viewers += await self._open_light(spec, served, api, n - len(viewers))
             if len(viewers) < n:
                 self.log(f"  {spec.name}: only {len(viewers)} of {n} sessions opened within {OPEN_TIMEOUT:.0f} s each")
@@ -699,7 +713,7 @@ class Bench:
                 f"CPU/viewer/update {w['cpu_ms_per_viewer_update']:.3f} ms, p95 {w['p95_ms'] or math.nan:.0f} ms, "
                 f"missed {w['missed_pct'] or 0:.1f} %, {w['rss_mb']:.0f} MB"
             )
-            if not settled or (n in plan.capacity and not w["held"]):
+            if n in plan.capacity and not w["held"]:
                 break  # more sessions would only queue up behind these
         out["idle"] = idle
         out["sweep"] = sweep
@@ -712,6 +726,7 @@ class Bench:
         # sessions are destroyed a second or two after their websocket closes; give it ten
         await asyncio.sleep(10)
         out["rss_after_close_mb"] = served.rss() / 2**20
+        out["sessions_after_close"] = (served.health() or {}).get("sessions")  # rtdash's /health counts them
         out["rss_after_close_pct"] = 100 * (out["rss_after_close_mb"] - rss_before) / rss_before
 
         # fetch-to-pixel latency in real pages
@@ -742,11 +757,16 @@ class Bench:
             served = await asyncio.to_thread(Served, spec, api, env, backlog)
             try:
                 page = await PageViewer(browser, served.url, self.keep_for(api)).open()
+                # beside the page, a protocol client that tells the charts' data events from the rest of the traffic
+                probe = await BokehViewer(served.url, self.keep_for(api)).open() if spec.kind == "bokeh" else None
                 with contextlib.suppress(Exception):
                     await page.first_render(120)
                 await asyncio.sleep(3)
                 await page.drain()
                 rows0, bytes0, up0 = len(page.arrivals.items), page.bytes, page.upload_bytes
+                if probe is not None:
+                    probe.tally = True
+                    probe_rows0 = len({v for v, _ in probe.arrivals.items})
                 await asyncio.sleep(self.plan.windows)
                 await page.drain()
                 rows = len({v for v, _ in page.arrivals.items[rows0:]})
@@ -756,7 +776,13 @@ class Bench:
                     "bytes": got,
                     "bytes_per_row": got / rows if rows else None,
                     "upload_bytes_per_row": (page.upload_bytes - up0) / rows if rows else None,
+                    # Dash sends nothing but the charts: its whole answer is chart data
+                    "chart_bytes_per_row": got / rows if rows and spec.kind == "dash" else None,
                 }
+                if probe is not None:
+                    probe_rows = len({v for v, _ in probe.arrivals.items}) - probe_rows0
+                    result["chart_bytes_per_row"] = probe.chart_bytes / probe_rows if probe_rows else None
+                    await probe.close()
                 await page.close()
             finally:
                 await asyncio.to_thread(served.stop)
@@ -816,6 +842,9 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
         f"at N={n_cpu}: rtdash {a if a is None else round(a, 3)} ms, tutorial {b if b is None else round(b, 3)} ms",
     )
     for backlog in ("1000", "10000"):
+        chart = _get(rt, "bytes", backlog, "chart_bytes_per_row")
+        if chart is not None:
+            goal(f"chart data <= 600 B per chart per row (backlog {backlog})", chart <= 600, f"{chart:,.0f} B")
         r = _get(rt, "bytes", backlog, "bytes_per_row")
         t = _get(tut, "bytes", backlog, "bytes_per_row")
         d = _get(dash, "bytes", backlog, "bytes_per_row")
@@ -823,7 +852,7 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
             continue
         ok = r <= 600 and (t is None or r * 5 <= t) and (d is None or r * 25 <= d)
         goal(
-            f"bytes per row <= 600 B, >=5x below tutorial, >=25x below Dash (backlog {backlog})",
+            f"page bytes per row <= 600 B, >=5x below tutorial, >=25x below Dash (backlog {backlog})",
             ok,
             f"rtdash {r:,.0f} B, tutorial {_fmt(t, ',.0f')} B, Dash {_fmt(d, ',.0f')} B",
         )
@@ -878,6 +907,8 @@ def table(results: dict[str, dict], plan: Plan) -> str:
     for backlog in plan.backlogs:
         row(f"bytes received per new price row, backlog {backlog}",
             lambda r, b=str(backlog): _fmt(_get(r, "bytes", b, "bytes_per_row"), ",.0f"))  # fmt: skip
+        row(f"  of which chart data events, backlog {backlog}",
+            lambda r, b=str(backlog): _fmt(_get(r, "bytes", b, "chart_bytes_per_row"), ",.0f"))  # fmt: skip
         row(f"  bytes sent up per row (Dash's store), backlog {backlog}",
             lambda r, b=str(backlog): _fmt(_get(r, "bytes", b, "upload_bytes_per_row"), ",.0f"))  # fmt: skip
     for n in plan.pages:

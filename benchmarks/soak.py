@@ -37,7 +37,7 @@ async def soak(
     """Serve ``app``; keep about ``concurrent`` sessions open, each for a random ``lifetime``, for ``duration``."""
     spec = APPS[app]
     rng = random.Random(seed)
-    env = {"RTDASH_PRICE_INTERVAL": f"{interval}s", "RTDASH_WEATHER_INTERVAL": f"{max(interval, 1.0)}s"}
+    env = {"RTDASH_PRICE_INTERVAL": f"{interval}s", "RTDASH_WEATHER_INTERVAL": f"{10 * interval}s"}
     with RecordingAPI() as api:
         served = await asyncio.to_thread(Served, spec, api, env)
         live: set[BokehViewer] = set()

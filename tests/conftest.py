@@ -66,7 +66,9 @@ def _reset_runtimes():
     stop_all()
     yield
     stop_all()
-    logging.getLogger("rtdash").handlers.clear()
+    logger = logging.getLogger("rtdash")  # undo setup_logging (create_app calls it), so that caplog sees records
+    logger.handlers.clear()
+    logger.propagate = True
 
 
 @pytest.fixture

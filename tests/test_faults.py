@@ -145,6 +145,11 @@ class Served:
     def state(self, kind: str) -> str | None:
         return self.page.locator(f'.badge[data-kind="{kind}"]').get_attribute("data-state")
 
+    def failing(self, kind: str) -> bool:
+        """The badge shows a failure: stale or error, or (a provider asked once per city) some cities failing."""
+        badge = self.page.locator(f'.badge[data-kind="{kind}"]')
+        return badge.get_attribute("data-state") in ("stale", "error") or "partly failed" in badge.inner_text()
+
     def last_drawn(self, kind: str) -> float | None:
         return self.page.evaluate(LAST_TIME_JS, COLUMN[kind])
 
@@ -266,9 +271,9 @@ def test_fault_is_shown_contained_and_recovered(provider: str, fault: str, reque
         else:
             deadline = 2 * INTERVAL + SLACK + (TIMEOUT if fault == "hang" else 0)
             started = time.monotonic()
-            worst = watch(served, other, deadline + 5, until=lambda: served.state(kind) in ("stale", "error"))
+            worst = watch(served, other, deadline + 5, until=lambda: served.failing(kind))
             shown = time.monotonic() - started
-            assert served.state(kind) in ("stale", "error"), f"badge still {served.state(kind)!r} after {shown:.1f} s"
+            assert served.failing(kind), f"badge still {served.state(kind)!r}, no failure shown after {shown:.1f} s"
             if fault != "every-other":  # every other request succeeding may turn it back to ok at once
                 assert shown <= deadline, f"the failure took {shown:.1f} s to show (allowed {deadline:.1f} s)"
             worst = max(worst, watch(served, other, 2 * INTERVAL))
@@ -292,8 +297,8 @@ def test_fault_is_shown_contained_and_recovered(provider: str, fault: str, reque
     failed, recovered = warnings_about(lines, kind)
     if fault == "slow":
         assert failed == [] and recovered == [], text
-    elif fault == "every-other":
-        assert abs(len(failed) - len(recovered)) <= 1 and failed, text
+    elif fault == "every-other":  # state changes come and go; a provider asked per city may stay ok, partly failed
+        assert abs(len(failed) - len(recovered)) <= 1, text
         assert len(failed) <= (served.api.count(provider) - requests_before) / 2, text
     else:
         assert len(failed) == 1 and len(recovered) == 1, f"expected one warning per state change:\n{text}"

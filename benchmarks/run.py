@@ -530,15 +530,18 @@ def window_stats(viewers: list, api: RecordingAPI, t0: float, t1: float, interva
     ``round(gap / interval) - 1`` updates are counted missing for each gap.
     """
     latencies: list[float] = []
-    missed = expected = 0
+    missed = expected = delivered = 0
     for viewer in viewers:
         times = []
+        seen: set[float] = set()
         for value, t in viewer.arrivals.items:
             served = api.served_at(value)
-            if served is None or not t0 <= t <= t1:
+            if served is None or not t0 <= t <= t1 or value in seen:
                 continue
+            seen.add(value)
             latencies.append((t - served) * 1000)
             times.append(t)
+        delivered += len(seen)
         times = sorted(set(times))
         edges = [t0, *times, t1]
         expected += max(1, round((t1 - t0) / interval))
@@ -547,6 +550,7 @@ def window_stats(viewers: list, api: RecordingAPI, t0: float, t1: float, interva
         "p50_ms": percentile(latencies, 50),
         "p95_ms": percentile(latencies, 95),
         "samples": len(latencies),
+        "delivered": delivered,  # new price values that reached the viewers
         "missed_pct": 100 * missed / expected if expected else None,
     }
 
@@ -705,6 +709,8 @@ class Bench:
             w["settled"] = settled
             extra_cpu = w["cpu_s"] / w["seconds"] - idle["cpu_s"] / idle["seconds"]
             w["cpu_ms_per_viewer_update"] = 1000 * extra_cpu / (n * updates_per_s)
+            # a saturated server delivers fewer updates than are due: its CPU per update actually delivered
+            w["cpu_ms_per_delivered_row"] = 1000 * extra_cpu * w["seconds"] / w["delivered"] if w["delivered"] else None
             w["mb_per_viewer"] = (w["rss_mb"] - idle["rss_mb"]) / n
             w["held"] = bool(settled and (w["p95_ms"] or math.inf) <= 1000 and (w["missed_pct"] or 0) <= 1)
             sweep.append(w)
@@ -831,15 +837,15 @@ def goals(results: dict[str, dict]) -> list[dict[str, Any]]:
         flat,
         ", ".join(f"N={n}: {p:.2f}/{q:.2f}" for n, p, q in calls) + " (price/weather)",
     )
-    n_cpu = 20
+    n_cpu = 5  # the largest N of both plans; per update delivered, since a saturated server delivers fewer
     a, b = (
-        _get(sweep_at(rt, n_cpu), "cpu_ms_per_viewer_update"),
-        _get(sweep_at(tut or {}, n_cpu), "cpu_ms_per_viewer_update"),
+        _get(sweep_at(rt, n_cpu), "cpu_ms_per_delivered_row"),
+        _get(sweep_at(tut or {}, n_cpu), "cpu_ms_per_delivered_row"),
     )
     goal(
         "marginal CPU per viewer per update <= 1/5 of the tutorial's",
         None if a is None or b is None else a <= b / 5,
-        f"at N={n_cpu}: rtdash {a if a is None else round(a, 3)} ms, tutorial {b if b is None else round(b, 3)} ms",
+        f"at N={n_cpu}, per price row delivered: rtdash {_fmt(a, '.1f')} ms, tutorial {_fmt(b, '.1f')} ms",
     )
     for backlog in ("1000", "10000"):
         chart = _get(rt, "bytes", backlog, "chart_bytes_per_row")
@@ -902,8 +908,9 @@ def table(results: dict[str, dict], plan: Plan) -> str:
             lambda r, n=n: (f"{_fmt(_get(sweep_at(r, n), 'price_calls_per_interval'), '.2f')} / "
                             f"{_fmt(_get(sweep_at(r, n), 'weather_calls_per_interval'), '.2f')}"))  # fmt: skip
     for n in plan.viewers:
-        row(f"marginal CPU per viewer per update, N={n} (ms)",
-            lambda r, n=n: _fmt(_get(sweep_at(r, n), "cpu_ms_per_viewer_update"), ".3f"))  # fmt: skip
+        row(f"marginal CPU per viewer per update due / delivered, N={n} (ms)",
+            lambda r, n=n: (f"{_fmt(_get(sweep_at(r, n), 'cpu_ms_per_viewer_update'), '.1f')} / "
+                            f"{_fmt(_get(sweep_at(r, n), 'cpu_ms_per_delivered_row'), '.1f')}"))  # fmt: skip
     for backlog in plan.backlogs:
         row(f"bytes received per new price row, backlog {backlog}",
             lambda r, b=str(backlog): _fmt(_get(r, "bytes", b, "bytes_per_row"), ",.0f"))  # fmt: skip

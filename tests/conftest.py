@@ -104,8 +104,10 @@ def serve(fake_api, tmp_path):
         app.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
+    """A real headless Debian Chromium, per test: Playwright's sync API keeps an asyncio loop marked as running in
+    the main thread while it is open, which would break later tests that run a loop of their own."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

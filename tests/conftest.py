@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -104,16 +105,29 @@ def serve(fake_api, tmp_path):
         app.stop()
 
 
-@pytest.fixture
-def browser():
-    """A real headless Debian Chromium, per test: Playwright's sync API keeps an asyncio loop marked as running in
-    the main thread while it is open, which would break later tests that run a loop of their own."""
+@contextlib.contextmanager
+def _chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser():
+    """A real headless Debian Chromium, per test: Playwright's sync API keeps an asyncio loop marked as running in
+    the main thread while it is open, which would break later tests that run a loop of their own."""
+    with _chromium() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="module")
+def module_browser():
+    """One Chromium for a module whose served apps are module-scoped too (the fault suite)."""
+    with _chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -200,13 +200,13 @@ def module_api() -> Iterator[FakeAPI]:
 
 
 @pytest.fixture(scope="module")
-def keyless(module_api, browser) -> Iterator[Served]:
-    yield from serve_pair(module_api, browser, "coinbase", "open-meteo", {})
+def keyless(module_api, module_browser) -> Iterator[Served]:
+    yield from serve_pair(module_api, module_browser, "coinbase", "open-meteo", {})
 
 
 @pytest.fixture(scope="module")
-def keyed(module_api, browser) -> Iterator[Served]:
-    yield from serve_pair(module_api, browser, "coincap", "openweather", {})
+def keyed(module_api, module_browser) -> Iterator[Served]:
+    yield from serve_pair(module_api, module_browser, "coincap", "openweather", {})
 
 
 def log_since(served: Served, mark: int) -> list[str]:
@@ -309,7 +309,7 @@ def test_fault_is_shown_contained_and_recovered(provider: str, fault: str, reque
 
 
 @pytest.mark.parametrize("provider", list(PAIRS))
-def test_unresolvable_host_is_shown_and_contained(provider: str, module_api: FakeAPI, browser) -> None:
+def test_unresolvable_host_is_shown_and_contained(provider: str, module_api: FakeAPI, module_browser) -> None:
     kind = KIND[provider]
     other = "weather" if kind == "price" else "price"
     price, weather = ("coinbase", "open-meteo") if PAIRS[provider] == "keyless" else ("coincap", "openweather")
@@ -326,7 +326,7 @@ def test_unresolvable_host_is_shown_and_contained(provider: str, module_api: Fak
         **KEYS,
     )
     with ServedApp(env=env) as app:
-        context = browser.new_context()
+        context = module_browser.new_context()
         try:
             page = context.new_page()
             errors: list[str] = []

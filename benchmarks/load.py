@@ -44,7 +44,11 @@ async def load(
             opened_at = time.monotonic()
             for start in range(0, sessions, 5):
                 chunk = [BokehViewer(served.url, keep) for _ in range(min(5, sessions - start))]
-                viewers += await asyncio.gather(*(asyncio.wait_for(v.open(), 60) for v in chunk))
+                opened = await asyncio.gather(*(asyncio.wait_for(v.open(), 60) for v in chunk), return_exceptions=True)
+                viewers += [v for v in opened if isinstance(v, BokehViewer)]
+                if len(viewers) < start + len(chunk):
+                    log(f"only {len(viewers)} of {start + len(chunk)} sessions opened within 60 s each; stopping there")
+                    break
             log(f"{len(viewers)} sessions open in {time.monotonic() - opened_at:.1f} s")
             settle_deadline = time.monotonic() + settle
             while time.monotonic() < settle_deadline and not all(v.arrivals.items for v in viewers):
@@ -63,6 +67,7 @@ async def load(
             result = {
                 "app": app,
                 "sessions": sessions,
+                "sessions_opened": len(viewers),
                 "duration_s": t1 - t0,
                 "interval_s": interval,
                 "missed_pct": stats["missed_pct"],

@@ -641,6 +641,17 @@ class Bench:
             await asyncio.sleep(0.2)
         return False
 
+    async def _quiet(self, served: Served, timeout: float = 90) -> None:
+        """Until no session is left (rtdash's /health) and the server uses under 10 % of a core, or the deadline."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            health = served.health()
+            cpu0 = served.cpu()
+            await asyncio.sleep(2)
+            if (health is None or health.get("sessions") == 0) and served.cpu() - cpu0 < 0.2:
+                return
+        self.log(f"  {served.spec.name}: the server did not quiet down within {timeout:.0f} s")
+
     async def _window(self, served: Served, api: RecordingAPI, viewers: list, seconds: float) -> dict[str, Any]:
         plan = self.plan
         bytes0 = sum(v.arrivals.bytes if not isinstance(v, PageViewer) else v.bytes for v in viewers)
@@ -691,7 +702,7 @@ class Bench:
         out["ttfr_ms"] = statistics.median(ttfr) if ttfr else None
         out["console_errors"] = sorted(set(console))[:5]
         self.log(f"  {spec.name}: first render {out['ttfr_ms']:.0f} ms")
-        await asyncio.sleep(3)  # the closed pages' sessions are destroyed
+        await self._quiet(served)  # the closed pages' sessions are destroyed before the idle baseline
 
         # idle, then N lightweight viewers: calls, CPU, memory, latency at the client
         idle = await self._window(served, api, [], plan.windows)
@@ -731,8 +742,10 @@ class Bench:
         out["viewers_held_capped"] = first_fail is None  # the ramp ended before anything failed
         await asyncio.gather(*(v.close() for v in viewers))
         rss_before = idle["rss_mb"]
-        # sessions are destroyed a second or two after their websocket closes; give it ten
-        await asyncio.sleep(10)
+        # sessions are destroyed a second or two after their websocket closes, once the server has caught up
+        closed_at = time.monotonic()
+        await self._quiet(served)
+        out["quiet_after_close_s"] = time.monotonic() - closed_at
         out["rss_after_close_mb"] = served.rss() / 2**20
         out["sessions_after_close"] = (served.health() or {}).get("sessions")  # rtdash's /health counts them
         out["rss_after_close_pct"] = 100 * (out["rss_after_close_mb"] - rss_before) / rss_before
@@ -757,7 +770,7 @@ class Bench:
             self.log(f"  {spec.name}: {n} pages fetch-to-pixel p50 {w['p50_ms'] or math.nan:.0f} ms "
                      f"p95 {w['p95_ms'] or math.nan:.0f} ms, missed {w['missed_pct'] or 0:.1f} %")  # fmt: skip
             await asyncio.gather(*(p.close() for p in pages))
-            await asyncio.sleep(3)
+            await self._quiet(served)
         return out
 
     async def _bytes_phase(self, spec: AppSpec, browser, backlog: int) -> dict[str, Any]:
@@ -911,10 +924,16 @@ def table(results: dict[str, dict], plan: Plan) -> str:
     def row(label: str, fn: Callable[[dict], str]) -> None:
         rows.append((label, *(fn(results[n]) for n in names)))
 
+    def calls(r: dict, n: int) -> str:
+        w = sweep_at(r, n)
+        if w is not None and "opened" in w:
+            return f"opened {w['opened']} of {n}"
+        return (
+            f"{_fmt(_get(w, 'price_calls_per_interval'), '.2f')} / {_fmt(_get(w, 'weather_calls_per_interval'), '.2f')}"
+        )
+
     for n in plan.viewers + plan.capacity:
-        row(f"price / weather API calls per interval, N={n}",
-            lambda r, n=n: (f"{_fmt(_get(sweep_at(r, n), 'price_calls_per_interval'), '.2f')} / "
-                            f"{_fmt(_get(sweep_at(r, n), 'weather_calls_per_interval'), '.2f')}"))  # fmt: skip
+        row(f"price / weather API calls per interval, N={n}", lambda r, n=n: calls(r, n))
     for n in plan.viewers:
         row(f"marginal CPU per viewer per update due / delivered, N={n} (ms)",
             lambda r, n=n: (f"{_fmt(_get(sweep_at(r, n), 'cpu_ms_per_viewer_update'), '.1f')} / "
@@ -941,7 +960,10 @@ def table(results: dict[str, dict], plan: Plan) -> str:
         row(f"memory per viewer, N={n} (MB)", lambda r, n=n: _fmt(_get(sweep_at(r, n), "mb_per_viewer"), ".2f"))
     row("RSS idle → after all viewers closed (MB)",
         lambda r: f"{_fmt(_get(r, 'idle', 'rss_mb'))} → {_fmt(r.get('rss_after_close_mb'))}")  # fmt: skip
+    row("s until no session left and CPU idle, after close", lambda r: _fmt(r.get("quiet_after_close_s")))
+    row("sessions left after all viewers closed (/health)", lambda r: _fmt(r.get("sessions_after_close"), "d"))
     row("time to first render (ms)", lambda r: _fmt(r.get("ttfr_ms")))
+    row("tracebacks in the server log", lambda r: _fmt(r.get("server_log_tracebacks"), "d"))
     widths = [max(len(x[i]) for x in [("figure", *names), *rows]) for i in range(len(names) + 1)]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(("figure", *names), widths, strict=True)) + " |",

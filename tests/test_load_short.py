@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def test_short_load_every_session_updates_and_one_call_per_interval() -> None:
     result = asyncio.run(load("rtdash", sessions=6, duration=10.0, interval=1.0, settle=60.0))
-    assert result["broken_sessions"] == 0, result
+    assert result["sessions_opened"] == 6 and result["broken_sessions"] == 0, result
     assert result["sessions_without_updates"] == 0, result
     assert result["latency_samples"] > 0, result
     # one shared poller: six sessions polling for themselves would make this ~6

@@ -141,7 +141,8 @@ def test_latest_gives_the_last_rows_of_each_series(store):
     assert store.latest("weather", 5).empty
 
 
-def test_a_runtime_seeds_its_pollers_from_the_store(store_url, make_settings):
+def test_a_runtime_seeds_its_pollers_from_the_store(store_url, make_settings, fake_api):
+    fake_api.set_fault("coinbase", "slow", delay=3.0)  # the fetch made at start lands after the seed is read
     settings = make_settings(
         RTDASH_STORE=store_url,
         RTDASH_ASSETS="BTC",

@@ -34,7 +34,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
 INTERVAL = 1.0  # both sources; the backoff is capped at it so that recovery is one interval
 TIMEOUT = 2.5  # above the slow fault's 2 s answers, below the hang
-SLACK = 1.0  # the badge re-reads the status every 0.5 s, and the page needs a moment to show it
+# The badge re-reads the status every 0.5 s and the page needs a moment to show it; on a loaded 2-core machine that
+# moment reaches a second or two.  A broken backoff or a dead stream misses these bounds by far more.
+SLACK = 3.0
 KEYS = {"COINCAP_API_KEY": "test-coincap-key", "OPENWEATHER_API_KEY": "test-openweather-key"}
 FAULTS = ["hang", "slow", "500", "502-html", "429", "invalid-json", "wrong-shape", "refused", "every-other"]
 PAIRS = {"coinbase": "keyless", "open-meteo": "keyless", "coincap": "keyed", "openweather": "keyed"}

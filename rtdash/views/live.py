@@ -11,19 +11,22 @@ from __future__ import annotations
 import functools
 import html
 import math
-import operator
+from typing import ClassVar
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh plotting options used below
+import numpy as np
 import pandas as pd
 import panel as pn
 import param
 from bokeh.models import DataRange1d, NumeralTickFormatter
 from bokeh.palettes import Category10_10
-from holoviews.streams import Buffer
+from panel.custom import JSComponent
 
 from ..sources import SERIES, UNITS
 from ..stream import Runtime
+from ..stream.poller import current_dispatch
+from . import one_message
 
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
 CHART_HEIGHT = 300
@@ -65,33 +68,51 @@ def with_gaps(rows: pd.DataFrame, previous: pd.Timestamp | None, gap: float, val
     return pd.concat([rows, breaks]).sort_values("time", kind="stable").reset_index(drop=True)
 
 
-class SeriesBuffers:
-    """The curves of one chart: a ``Buffer`` per series (asset or city), fed with a poller's tidy rows.
+class StreamingChart:
+    """One chart's lines, one per series (asset or city), fed with a poller's tidy rows.
 
-    The buffers start with ``history``; then all the series' new rows of one fetch reach the browser in one update
-    of the chart.  Only rows newer than a series' last one are taken, so the same rows may be offered twice (catching
-    up after a pause).  When the rows switch between simulated and live, the old rows are dropped, not joined.
+    HoloViews draws the figure once, from the rows collected so far.  After that, the new rows of each fetch go
+    straight into the lines' ``ColumnDataSource``s (``stream`` with ``rollover``), so an update costs the server a
+    small message per session, not a re-render.  Only rows newer than a series' last one are taken, so the same rows
+    may be offered twice (catching up after a pause).  When the rows switch between simulated and live, the old rows
+    are dropped, not joined.
     """
 
-    def __init__(self, kind: str, names: list[str], value: str, interval: float, length: int, history: pd.DataFrame):
+    def __init__(
+        self,
+        kind: str,
+        names: list[str],
+        value: str,
+        interval: float,
+        length: int,
+        history: pd.DataFrame,
+        curve_opts: dict,
+        colours: dict[str, str] | None = None,
+        **opts,
+    ):
         self.key = SERIES[kind]
         self.value = value
         self.gap = GAP_INTERVALS * interval
+        self.length = length
         self.last: dict[str, pd.Timestamp] = {}
         self.simulated = _simulated(history)
         chunks = self._new_rows(history)
-        empty = pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), value: pd.Series([], dtype="float64")})
-        # The history is the buffers' initial data, so that the first update already streams.  Distinct names for
-        # each buffer's data let one trigger carry them all.
-        self.buffers = {
-            name: Buffer(
-                chunks.get(name, empty).iloc[-length:].reset_index(drop=True),
-                length=length,
-                index=False,
-                rename={"data": f"data{i}"},
+        curves = [
+            hv.Curve(chunks.get(name, self._empty()).iloc[-length:], "time", value, label=name).opts(
+                **curve_opts, **({"color": colours[name]} if colours else {})
             )
-            for i, name in enumerate(names)
-        }
+            for name in names
+        ]
+        plot = hv.renderer("bokeh").get_plot(hv.Overlay(curves).opts(**opts))
+        self.figure = plot.state
+        lines = plot.subplots.values() if getattr(plot, "subplots", None) else [plot]
+        self.sources = {line.current_frame.label: line.handles["source"] for line in lines}
+        for source in self.sources.values():
+            # Times as Bokeh keeps them (ms since the epoch), so that new points can be sent as plain numbers.
+            source.data = {"time": _epoch_ms(source.data["time"]), value: np.asarray(source.data[value], float)}
+
+    def _empty(self) -> pd.DataFrame:
+        return pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), self.value: pd.Series([], dtype="float64")})
 
     def _new_rows(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """Per series, its rows in ``df`` newer than its last one, as naive UTC times with NaN rows at gaps."""
@@ -116,29 +137,19 @@ class SeriesBuffers:
         simulated = _simulated(df)
         if simulated != self.simulated:
             self.last.clear()
-            for buffer in self.buffers.values():
-                buffer.clear()
+            for source in self.sources.values():
+                source.data = {"time": [], self.value: []}
         self.simulated = simulated
-        updated = []
         for name, chunk in self._new_rows(df).items():
-            if name in self.buffers:
-                self.buffers[name].update(data=chunk)
-                updated.append(self.buffers[name])
-        if updated:
-            Buffer.trigger(updated)
+            if name in self.sources:
+                # Plain lists, times in ms since the epoch as Bokeh keeps them: the smallest message for a few rows.
+                new = {"time": _epoch_ms(chunk["time"]).tolist(), self.value: chunk[self.value].tolist()}
+                self.sources[name].stream(new, rollover=self.length)
 
-    def chart(self, curve_opts: dict, colours: dict[str, str] | None = None, **opts) -> hv.DynamicMap:
-        """The curves, one per series (with ``curve_opts`` and its colour), overlaid."""
-
-        def curve(buffer: Buffer, name: str, **_) -> hv.Curve:
-            colour = {"color": colours[name]} if colours else {}
-            return hv.Curve(buffer.data, "time", self.value, label=name).opts(**curve_opts, **colour)
-
-        layers = [
-            hv.DynamicMap(functools.partial(curve, buffer, name), streams=[buffer])
-            for name, buffer in self.buffers.items()
-        ]
-        return functools.reduce(operator.mul, layers).opts(**opts)
+    def data(self, name: str) -> pd.DataFrame:
+        """The points one series' line holds now, with naive UTC times."""
+        data = self.sources[name].data
+        return pd.DataFrame({"time": pd.to_datetime(data["time"], unit="ms"), self.value: data[self.value]})
 
 
 def _simulated(df: pd.DataFrame) -> bool:
@@ -182,40 +193,92 @@ CHART_OPTS = dict(
 )
 
 
+def _epoch_ms(times) -> np.ndarray:
+    """Naive UTC times as float milliseconds since the epoch, Bokeh's own representation of a datetime."""
+    return np.asarray(times, dtype="datetime64[ns]").astype("int64") / 1e6
+
+
 def _naive_utc(times: pd.Series) -> pd.Series:
     """Times as naive UTC ``datetime64[ns]`` values, which Bokeh draws without a time zone shift."""
     return times.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]").reset_index(drop=True)
 
 
-def format_price(value: float, quote: str, scale: float | None = None) -> str:
-    """``$65,000.12``, ``$0.16123``, ``1,234.50 CHF``: cents, or six significant digits below 1 (of ``scale``)."""
-    symbol = CURRENCY_SYMBOLS.get(quote)
-    number = f"{value:,.2f}" if abs(value if scale is None else scale) >= 1 else f"{value:.6g}"
-    return f"{symbol}{number}" if symbol else f"{number} {quote}"
+class PriceCard(JSComponent):
+    """One asset's big number: latest price, change since the window's first point, time of the last update.
 
+    The browser works it out from the price chart's own data (``source_id``) whenever new points arrive, so a new
+    price costs no bytes beyond the chart's.
+    """
 
-def price_card(asset: str, quote: str, data: pd.DataFrame | None, provider: str) -> str:
-    """The HTML of one asset's big number: latest price, change since the window's first point, last update."""
-    name = html.escape(f"{asset}-{quote}")
-    prices = data.dropna(subset=["price"]) if data is not None else None
-    if prices is None or prices.empty:
-        waiting = html.escape(f"waiting for the first price from {provider}…")
-        return f'<div class="card"><div class="name">{name}</div><div class="time">{waiting}</div></div>'
-    first, last = prices["price"].iloc[0], prices["price"].iloc[-1]
-    change = last - first
-    percent = change / first * 100 if first else 0.0
-    colour, arrow = (UP, "▲") if change > 0 else (DOWN, "▼") if change < 0 else (FLAT, "■")
-    since = prices["time"].iloc[0].strftime("%H:%M:%S")
-    updated = prices["time"].iloc[-1].strftime(TIME_FORMAT)
-    sign = "+" if change >= 0 else "−"
-    percent_text = "<0.01%" if 0 < abs(percent) < 0.005 else f"{sign}{abs(percent):.2f}%"
-    change_text = f"{arrow} {sign}{format_price(abs(change), quote, scale=last)} ({percent_text})"
-    return (
-        f'<div class="card"><div class="name">{name}</div>'
-        f'<div class="price">{html.escape(format_price(last, quote))}</div>'
-        f'<div class="change" style="color: {colour}" title="since {since} UTC">{html.escape(change_text)}</div>'
-        f'<div class="time">updated {updated} UTC · change since {since} UTC</div></div>'
-    )
+    asset = param.String(doc="BTC, ETH ...")
+    quote = param.String(doc="The currency the price is in.")
+    provider = param.String(doc="Named while the first price is awaited.")
+    source_id = param.String(doc="The id of the price chart's ColumnDataSource.")
+    column = param.String(default="price")
+
+    _stylesheets: ClassVar[list[str]] = [CARD_CSS]
+    _esm = """
+const SYMBOLS = {USD: "$", EUR: "\u20ac", GBP: "\u00a3", JPY: "\u00a5"}
+const UP = "#15803d", DOWN = "#b91c1c", FLAT = "#4b5563"
+
+// $65,000.12, $0.16123, 1,234.50 CHF: cents, or six significant digits below 1 (of scale)
+export function formatPrice(value, quote, scale = value) {
+  const number = Math.abs(scale) >= 1
+    ? value.toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 2})
+    : String(Number(value.toPrecision(6)))
+  return quote in SYMBOLS ? SYMBOLS[quote] + number : `${number} ${quote}`
+}
+
+const stamp = (ms) => new Date(ms).toISOString().slice(0, 19).replace("T", " ")
+
+export function render({ model, el, view }) {
+  const part = (name) => Object.assign(document.createElement("div"), {className: name})
+  const card = part("card"), name = part("name"), price = part("price"), change = part("change"), time = part("time")
+  card.append(name, price, change, time)
+  let source = null
+
+  function draw() {
+    name.textContent = `${model.asset}-${model.quote}`
+    const times = source ? source.data.time : [], values = source ? source.data[model.column] : []
+    let first = 0, last = values.length - 1
+    while (first < values.length && !Number.isFinite(values[first])) first++
+    while (last >= 0 && !Number.isFinite(values[last])) last--
+    card.dataset.rows = String(values.length)
+    if (last < 0) {
+      price.textContent = change.textContent = change.title = ""
+      time.textContent = `waiting for the first price from ${model.provider}\u2026`
+      return
+    }
+    const diff = values[last] - values[first]
+    const percent = values[first] ? diff / values[first] * 100 : 0
+    const [colour, arrow] = diff > 0 ? [UP, "\u25b2"] : diff < 0 ? [DOWN, "\u25bc"] : [FLAT, "\u25a0"]
+    const sign = diff >= 0 ? "+" : "\u2212"
+    const tiny = Math.abs(percent) > 0 && Math.abs(percent) < 0.005
+    const pct = tiny ? "<0.01%" : `${sign}${Math.abs(percent).toFixed(2)}%`
+    const since = stamp(times[first]).slice(11)
+    price.textContent = formatPrice(values[last], model.quote)
+    change.textContent = `${arrow} ${sign}${formatPrice(Math.abs(diff), model.quote, values[last])} (${pct})`
+    change.style.color = colour
+    change.title = `since ${since} UTC`
+    time.textContent = `updated ${stamp(times[last])} UTC \u00b7 change since ${since} UTC`
+  }
+
+  function attach() {
+    source = view.model.document?.get_model_by_id(model.source_id) ?? null
+    if (source !== null) {
+      view.connect(source.streaming, draw)
+      view.connect(source.patching, draw)
+      view.connect(source.change, draw)
+    }
+    draw()
+  }
+
+  model.on("provider", draw)
+  model.on("source_id", attach)
+  attach()
+  return card
+}
+"""
 
 
 class LiveView(pn.viewable.Viewer):
@@ -231,68 +294,100 @@ class LiveView(pn.viewable.Viewer):
         units = UNITS[settings.units]
         colours = {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
         history = {kind: poller.history() for kind, poller in self.runtime.pollers.items()}
-        self._prices = {
-            asset: SeriesBuffers("price", [asset], "price", settings.price_interval, settings.backlog, history["price"])
-            for asset in settings.assets
-        }
+        self._prices = {asset: self._price_chart(asset, history["price"]) for asset in settings.assets}
         self._weather = {
-            metric: SeriesBuffers(
-                "weather", settings.cities, metric, settings.weather_interval, settings.backlog, history["weather"]
-            )
-            for metric in WEATHER_METRICS
+            metric: self._weather_chart(metric, title, units[metric], colours, history["weather"])
+            for metric, title in WEATHER_METRICS.items()
         }
-        self._cards = {asset: pn.pane.HTML(stylesheets=[CARD_CSS], margin=(0, 10)) for asset in settings.assets}
+        provider = self.runtime.price.status.provider
+        for chart in self._prices.values():
+            chart.figure.css_classes = ["price-chart"]
+        for chart in self._weather.values():
+            chart.figure.css_classes = ["weather-chart"]
+        self._cards = {
+            asset: PriceCard(
+                asset=asset,
+                quote=self._quote,
+                provider=provider,
+                source_id=chart.sources[asset].id,
+                margin=(0, 10),
+                css_classes=["price-card"],
+            )
+            for asset, chart in self._prices.items()
+        }
         self._toggle = pn.widgets.Toggle.from_param(self.param.paused, name="Pause", width=110, align="center")
         self._paused_note = pn.pane.HTML(
             "Paused: new points are held; resume to catch up.", visible=False, styles={"color": "#92400e"}
         )
-        self._price_charts = [self._price_chart(asset) for asset in settings.assets]
-        self._weather_charts = [
-            self._weather_chart(metric, title, units[metric], colours) for metric, title in WEATHER_METRICS.items()
+        self._price_panes = [
+            pn.pane.Bokeh(chart.figure, sizing_mode="stretch_width") for chart in self._prices.values()
+        ]
+        self._weather_panes = [
+            pn.pane.Bokeh(chart.figure, sizing_mode="stretch_width") for chart in self._weather.values()
         ]
         items = "".join(
             f'<span class="item"><span class="swatch" style="background: {colour}"></span>{html.escape(city)}</span>'
             for city, colour in colours.items()
         )
         self._legend = pn.pane.HTML(f'<div class="legend">{items}</div>', stylesheets=[LEGEND_CSS], margin=(0, 10))
+        # Outside a server session (a notebook) Bokeh model changes reach the page only when pushed.
+        self._push = current_dispatch()[1] is None
         for kind, poller in self.runtime.pollers.items():
             # Rows that came between the history above and the subscription are in its history; the rest are skipped.
             self._receive(kind, poller.subscribe(functools.partial(self._receive, kind)).history)
 
-    def _price_chart(self, asset: str) -> pn.pane.HoloViews:
+    def _price_chart(self, asset: str, history: pd.DataFrame) -> StreamingChart:
         tooltips = [HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {self._quote}")]
-        chart = self._prices[asset].chart(
+        settings = self.runtime.settings
+        return StreamingChart(
+            "price",
+            [asset],
+            "price",
+            settings.price_interval,
+            settings.backlog,
+            history,
             dict(hover_tooltips=tooltips, color=PALETTE[0], **CURVE_OPTS),
             title=f"{asset}-{self._quote}",
             ylabel=f"Price ({self._quote})",
             yformatter=NumeralTickFormatter(format="0,0.[000000]"),
             **CHART_OPTS,
         )
-        return pn.pane.HoloViews(chart, sizing_mode="stretch_width", css_classes=["price-chart"])
 
-    def _weather_chart(self, metric: str, title: str, unit: str, colours: dict[str, str]) -> pn.pane.HoloViews:
+    def _weather_chart(
+        self, metric: str, title: str, unit: str, colours: dict[str, str], history: pd.DataFrame
+    ) -> StreamingChart:
         tooltips = [("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")]  # see setup_figure
-        chart = self._weather[metric].chart(
-            dict(hover_tooltips=tooltips, **CURVE_OPTS), colours, title=title, ylabel=f"{title} ({unit})", **CHART_OPTS
+        settings = self.runtime.settings
+        return StreamingChart(
+            "weather",
+            settings.cities,
+            metric,
+            settings.weather_interval,
+            settings.backlog,
+            history,
+            dict(hover_tooltips=tooltips, **CURVE_OPTS),
+            colours,
+            title=title,
+            ylabel=f"{title} ({unit})",
+            **CHART_OPTS,
         )
-        return pn.pane.HoloViews(chart, sizing_mode="stretch_width", css_classes=["weather-chart"])
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:
         """New rows of ``kind`` from the poller (on this session's document), or a backlog to catch up from."""
-        if self.paused:
+        if self.paused or df.empty:
             return
-        if kind == "price":
-            for asset, buffers in self._prices.items():
-                buffers.send(df[df["asset"] == asset])
-            self._update_cards()
-        else:
-            for buffers in self._weather.values():
-                buffers.send(df)
-
-    def _update_cards(self) -> None:
-        provider = self.runtime.price.status.provider
-        for asset, card in self._cards.items():
-            card.object = price_card(asset, self._quote, self._prices[asset].buffers[asset].data, provider)
+        with one_message():  # all the charts' new points
+            if kind == "price":
+                for asset, chart in self._prices.items():
+                    chart.send(df[df["asset"] == asset])
+                provider = self.runtime.price.status.provider
+                for card in self._cards.values():
+                    card.provider = provider
+            else:
+                for chart in self._weather.values():
+                    chart.send(df)
+        if self._push:
+            pn.io.push_notebook(*self._price_panes, *self._weather_panes)
 
     @param.depends("paused", watch=True)
     def _on_pause(self) -> None:
@@ -308,8 +403,8 @@ class LiveView(pn.viewable.Viewer):
         controls = pn.Column(self._toggle, self._paused_note, align="center")
         return pn.Column(
             pn.Row(*self._cards.values(), pn.HSpacer(), controls, sizing_mode="stretch_width"),
-            pn.Row(*self._price_charts, sizing_mode="stretch_width"),
+            pn.Row(*self._price_panes, sizing_mode="stretch_width"),
             self._legend,
-            pn.Row(*self._weather_charts, sizing_mode="stretch_width"),
+            pn.Row(*self._weather_panes, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )

@@ -2,22 +2,26 @@
 and a banner that cannot be missed while the data is simulated.
 
 The pollers write their ``SourceStatus`` from worker threads, so the view does not watch it: a per-session
-periodic callback reads it and updates the panes only when their text changed.  Every message is escaped:
-provider messages and city names are shown as text, never as HTML.
+periodic callback reads it and sends the badges only the fields that changed (a new success once per fetch); the
+page counts the seconds since the last update itself.  Provider messages and city names are shown as text, never as
+HTML.
 """
 
 from __future__ import annotations
 
 import html
+from typing import ClassVar
 
 import pandas as pd
 import panel as pn
 import param
+from panel.custom import JSComponent
 
 from ..config import env_name
 from ..stream import Runtime, SourceStatus
+from . import one_message
 
-REFRESH_MS = 500  # how often a session re-reads the status; the "ago" text ticks once a second
+REFRESH_MS = 500  # how often a session re-reads the status (the page ticks the "ago" text itself)
 KIND_LABELS = {"price": "Prices", "weather": "Weather"}
 STATE_LABELS = {"starting": "connecting", "ok": "ok", "stale": "stale", "error": "error"}
 
@@ -38,56 +42,120 @@ BANNER_CSS = """
 """
 
 
-def ago(seconds: float) -> str:
-    """``4 s``, ``3 min``, ``2 h``, ``5 d``."""
-    seconds = max(0, int(seconds))
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
+def _ms(value: pd.Timestamp | None) -> float | None:
+    return None if value is None else pd.Timestamp(value).value / 1e6
 
 
-def _clock(value: pd.Timestamp | None) -> str:
-    return "never" if value is None else pd.Timestamp(value).strftime("%H:%M:%S UTC")
+def badge_fields(status: SourceStatus) -> dict:
+    """What one source's badge shows, as the page's badge component takes it (times in ms since the epoch)."""
+    return {
+        "kind": status.kind,
+        "label": KIND_LABELS.get(status.kind, status.kind),
+        "provider": status.provider,
+        "source_state": status.state,
+        "simulated": status.simulated,
+        "fallback": bool(status.simulated and status.fallback_reason),
+        "last_success": _ms(status.last_success),
+        "last_error": status.last_error or "",
+        "last_error_time": _ms(status.last_error_time),
+        "detail": status.detail or "",
+        "failures": status.failures,
+        "next_retry": _ms(status.next_retry),
+    }
 
 
-def badge_html(status: SourceStatus, now: pd.Timestamp) -> str:
-    """One source's badge: state, provider, how long ago it updated; the error and details on hover."""
-    state = status.state
-    kind = KIND_LABELS.get(status.kind, status.kind)
-    if status.last_success is not None:
-        when = f"updated {ago((now - status.last_success).total_seconds())} ago"
-    else:
-        when = "no data yet"
-    fallback = status.simulated and status.fallback_reason
-    provider = f"{status.provider} (offline fallback)" if fallback else status.provider
-    line = f"{kind}: {provider} · {STATE_LABELS[state]} · {when}"
-    look = "stale" if status.simulated and state == "ok" else state  # simulated data is not a healthy source
-    reason = ""
-    if state in ("stale", "error") and status.last_error:
-        reason = status.last_error
-        if status.next_retry is not None:
-            reason += f" · retrying in {ago((status.next_retry - now).total_seconds())}"
-    elif status.detail:
-        reason = f"partly failed: {status.detail}"
-    details = [
-        f"{kind} from {status.provider}" + (" (simulated)" if status.simulated else ""),
-        f"state: {state}",
-        f"last success: {_clock(status.last_success)}",
+class Badge(JSComponent):
+    """One source's badge: state, provider and how long ago it updated; the error and details on hover.
+
+    The server sends what changed (once per fetch at most); the page counts the seconds itself.  The page's clock
+    is corrected by what it learns from updates as they arrive, so a browser whose clock is off still says
+    "updated 1 s ago".  Every text is set as text, never as HTML.
+    """
+
+    kind = param.String()
+    label = param.String()
+    provider = param.String()
+    source_state = param.String(default="starting", doc="starting, ok, stale or error")
+    simulated = param.Boolean(default=False)
+    fallback = param.Boolean(default=False, doc="Simulated because the live source could not be reached.")
+    last_success = param.Number(default=None, allow_None=True)
+    last_error = param.String(default="")
+    last_error_time = param.Number(default=None, allow_None=True)
+    detail = param.String(default="")
+    failures = param.Integer(default=0)
+    next_retry = param.Number(default=None, allow_None=True)
+
+    _stylesheets: ClassVar[list[str]] = [BADGE_CSS]
+    _esm = """
+const STATES = {starting: "connecting", ok: "ok", stale: "stale", error: "error"}
+
+// 4 s, 3 min, 2 h, 5 d
+export function ago(ms) {
+  const seconds = Math.max(0, Math.floor(ms / 1000))
+  for (const [size, unit] of [[86400, "d"], [3600, "h"], [60, "min"]]) {
+    if (seconds >= size) return `${Math.floor(seconds / size)} ${unit}`
+  }
+  return `${seconds} s`
+}
+
+const clock = (ms) => ms == null ? "never" : new Date(ms).toISOString().slice(11, 19) + " UTC"
+
+export function render({ model, el }) {
+  const badge = Object.assign(document.createElement("div"), {className: "badge"})
+  const line = Object.assign(document.createElement("span"), {className: "line"})
+  const dot = Object.assign(document.createElement("span"), {className: "dot", textContent: "\u25cf"})
+  const text = document.createTextNode("")
+  line.append(dot, text)
+  const reason = Object.assign(document.createElement("span"), {className: "reason"})
+  badge.append(line, reason)
+  let skew = null  // how far this browser's clock is ahead of the server's, at most
+
+  function draw() {
+    const now = Date.now() - (skew ?? 0)
+    const state = model.source_state
+    const when = model.last_success == null ? "no data yet" : `updated ${ago(now - model.last_success)} ago`
+    const provider = model.provider + (model.fallback ? " (offline fallback)" : "")
+    text.data = ` ${model.label}: ${provider} \u00b7 ${STATES[state] ?? state} \u00b7 ${when}`
+    let why = ""
+    if ((state === "stale" || state === "error") && model.last_error) {
+      why = model.last_error
+      if (model.next_retry != null) why += ` \u00b7 retrying in ${ago(model.next_retry - now)}`
+    } else if (model.detail) {
+      why = `partly failed: ${model.detail}`
+    }
+    reason.textContent = why
+    reason.hidden = !why
+    const details = [
+      `${model.label} from ${model.provider}` + (model.simulated ? " (simulated)" : ""),
+      `state: ${state}`,
+      `last success: ${clock(model.last_success)}`,
     ]
-    if status.last_error:
-        details.append(f"last error ({_clock(status.last_error_time)}): {status.last_error}")
-    if status.detail:
-        details.append(f"series that failed: {status.detail}")
-    if status.failures:
-        details.append(f"failed fetches in a row: {status.failures}; next try {_clock(status.next_retry)}")
-    details.append(f"fetches: {status.fetches}, failed: {status.errors}")
-    reason_html = f'<span class="reason">{html.escape(reason)}</span>' if reason else ""
-    return (
-        f'<div class="badge {look}" data-kind="{html.escape(status.kind)}" data-state="{state}" '
-        f'title="{html.escape(chr(10).join(details))}">'
-        f'<span class="line"><span class="dot">●</span> {html.escape(line)}</span>{reason_html}</div>'
-    )
+    if (model.last_error) details.push(`last error (${clock(model.last_error_time)}): ${model.last_error}`)
+    if (model.detail) details.push(`series that failed: ${model.detail}`)
+    if (model.failures) details.push(`failed fetches in a row: ${model.failures}; next try ${clock(model.next_retry)}`)
+    badge.title = details.join("\\n")
+    badge.className = `badge ${model.simulated && state === "ok" ? "stale" : state}`  // simulated is not healthy
+    badge.dataset.kind = model.kind
+    badge.dataset.state = state
+  }
+
+  model.on("last_success", () => {
+    if (model.last_success != null) {  // a new success was just reported: the server's clock said last_success
+      const ahead = Date.now() - model.last_success
+      skew = skew === null ? ahead : Math.min(skew, ahead)
+    }
+    draw()
+  })
+  for (const name of ["provider", "source_state", "simulated", "fallback", "last_error", "last_error_time", "detail",
+                      "failures", "next_retry"]) {
+    model.on(name, draw)
+  }
+  const timer = setInterval(draw, 1000)
+  model.on("remove", () => clearInterval(timer))
+  draw()
+  return badge
+}
+"""
 
 
 def banner_text(runtime: Runtime) -> str | None:
@@ -116,25 +184,36 @@ class StatusView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._badges = {kind: pn.pane.HTML(stylesheets=[BADGE_CSS], margin=(4, 4)) for kind in self.runtime.pollers}
+        self._badges = {
+            kind: Badge(margin=(4, 4), **badge_fields(poller.status)) for kind, poller in self.runtime.pollers.items()
+        }
         self.badges = pn.Row(*self._badges.values(), align="center")
         self.banner = pn.pane.HTML(
             stylesheets=[BANNER_CSS], visible=False, sizing_mode="stretch_width", margin=(0, 10, 6, 10)
         )
         self.refresh()
+        self._callback = None
+        # Not before the page is ready: Panel drops the model changes made after a page pulled its document but
+        # before it said it was ready (it expects to send the document whole later), so a state that changed once
+        # in that window (starting → ok) would never reach the page.
+        pn.state.onload(self._start)
+
+    def _start(self) -> None:
+        self.refresh()
         self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
 
     def refresh(self) -> None:
-        """Re-read every source's status; touch a pane only when its text changed."""
-        now = pd.Timestamp.now(tz="UTC")
-        for kind, pane in self._badges.items():
-            text = badge_html(self.runtime.pollers[kind].status, now)
-            if pane.object != text:
-                pane.object = text
-        text = banner_text(self.runtime)
-        banner = f'<div class="banner" role="alert">⚠ {html.escape(text)}</div>' if text else ""
-        if self.banner.object != banner:
-            self.banner.param.update(object=banner, visible=bool(text))
+        """Re-read every source's status; send only what changed."""
+        with one_message():
+            for kind, badge in self._badges.items():
+                fields = badge_fields(self.runtime.pollers[kind].status)
+                changed = {name: value for name, value in fields.items() if getattr(badge, name) != value}
+                if changed:
+                    badge.param.update(changed)
+            text = banner_text(self.runtime)
+            banner = f'<div class="banner" role="alert">⚠ {html.escape(text)}</div>' if text else ""
+            if self.banner.object != banner:
+                self.banner.param.update(object=banner, visible=bool(text))
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self.badges, self.banner, sizing_mode="stretch_width")

@@ -39,9 +39,11 @@ FIGURE_JS = """(column) => {
     if (f.type !== 'Figure') continue;
     const r = f.renderers.find((r) => r.data_source && r.data_source.data[column] !== undefined);
     if (r === undefined) continue;
+    const view = window.Bokeh.index.find_one(f);
+    if (view === null) return null;  // not drawn yet
     const t = r.data_source.data.time;
-    const frame = window.Bokeh.index.get_one(f).frame.bbox;
-    const box = window.Bokeh.index.get_one(f).el.getBoundingClientRect();
+    const frame = view.frame.bbox;
+    const box = view.el.getBoundingClientRect();
     return {start: f.x_range.start, end: f.x_range.end, rows: t.length, last: t[t.length - 1],
             x: box.x + frame.left, y: box.y + frame.top, width: frame.width, height: frame.height};
   }

@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # tiles cannot load does not hold back the page's "ready" event that live updates wait for).
     refresh, history = RefreshView(runtime=runtime), HistoryView(runtime=runtime)
     tabs = pn.Tabs(
-        ("Live", LiveView(runtime=runtime)),
+        ("Live", LiveView(runtime=runtime, on_update=status.refresh)),  # new points and the badges: one message
         ("Refresh", refresh),
         ("History", history),
         dynamic=True,

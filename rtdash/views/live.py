@@ -8,10 +8,12 @@ plot's reset tool is used.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import html
 import math
-from typing import ClassVar
+import threading
+from typing import ClassVar, NamedTuple
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh plotting options used below
@@ -51,21 +53,53 @@ CARD_CSS = """
 """
 
 
-def with_gaps(rows: pd.DataFrame, previous: pd.Timestamp | None, gap: float, values: list[str]) -> pd.DataFrame:
-    """``rows`` of one series (oldest first) with a row of NaN ``values`` wherever time jumps by more than ``gap``
-    seconds, from ``previous`` (the series' last time so far) on, so that a line breaks instead of bridging the gap.
+class Series(NamedTuple):
+    """One series' points: times in ms since the epoch (naive UTC, Bokeh's own unit), oldest first, and values."""
+
+    times: list[float]
+    values: list[float]
+
+
+class Split(NamedTuple):
+    simulated: bool
+    series: dict[str, Series]
+
+
+_SPLITS: dict[tuple, tuple[pd.DataFrame, Split]] = {}  # the last fetches' rows, split once for every session
+_SPLITS_LOCK = threading.Lock()
+
+
+def split_rows(df: pd.DataFrame, key: str, value: str, gap_ms: float) -> Split:
+    """The rows of ``df`` per series (``key``) as plain lists of ``value``, with a NaN point wherever time jumps by
+    more than ``gap_ms`` so that a line breaks instead of bridging the gap.
+
+    Every session is handed the same frame of a fetch, so the work is done once per frame, not once per session.
     """
-    times = rows["time"]
-    before = times.shift()
-    if previous is not None:
-        before.iloc[0] = previous
-    jumps = (times - before).dt.total_seconds() > gap
-    if not jumps.any():
-        return rows
-    breaks = rows[jumps].copy()
-    breaks["time"] = before[jumps] + (times[jumps] - before[jumps]) / 2
-    breaks[values] = math.nan
-    return pd.concat([rows, breaks]).sort_values("time", kind="stable").reset_index(drop=True)
+    token = (id(df), key, value, gap_ms)
+    with _SPLITS_LOCK:
+        hit = _SPLITS.get(token)
+    if hit is not None and hit[0] is df:
+        return hit[1]
+    series = {}
+    for name, rows in df.groupby(key, sort=False):
+        rows = rows.sort_values("time", kind="stable")
+        times = rows["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
+        series[name] = with_gaps(_epoch_ms(times), rows[value].to_numpy(float), gap_ms)
+    split = Split(_simulated(df), series)
+    with _SPLITS_LOCK:
+        _SPLITS[token] = (df, split)  # the frame is kept with its split, so that its id is not reused meanwhile
+        while len(_SPLITS) > 32:
+            del _SPLITS[next(iter(_SPLITS))]
+    return split
+
+
+def with_gaps(times: np.ndarray, values: np.ndarray, gap_ms: float) -> Series:
+    """``times`` and ``values`` with a NaN point halfway through every jump in time longer than ``gap_ms``."""
+    jumps = np.flatnonzero(np.diff(times) > gap_ms) + 1
+    if len(jumps):
+        times = np.insert(times, jumps, (times[jumps - 1] + times[jumps]) / 2)
+        values = np.insert(values, jumps, np.nan)
+    return Series(times.tolist(), values.tolist())
 
 
 class StreamingChart:
@@ -92,17 +126,20 @@ class StreamingChart:
     ):
         self.key = SERIES[kind]
         self.value = value
-        self.gap = GAP_INTERVALS * interval
+        self.gap_ms = GAP_INTERVALS * interval * 1000
         self.length = length
-        self.last: dict[str, pd.Timestamp] = {}
-        self.simulated = _simulated(history)
-        chunks = self._new_rows(history)
-        curves = [
-            hv.Curve(chunks.get(name, self._empty()).iloc[-length:], "time", value, label=name).opts(
-                **curve_opts, **({"color": colours[name]} if colours else {})
-            )
-            for name in names
-        ]
+        self.last: dict[str, float] = {}  # per series, the time of its last point (ms)
+        split = split_rows(history, self.key, value, self.gap_ms)
+        self.simulated = split.simulated
+        curves = []
+        for name in names:
+            times, values = split.series.get(name, Series([], []))
+            times, values = times[-length:], values[-length:]
+            if times:
+                self.last[name] = times[-1]
+            data = pd.DataFrame({"time": pd.to_datetime(np.asarray(times, float), unit="ms"), value: values})
+            colour = {"color": colours[name]} if colours else {}
+            curves.append(hv.Curve(data, "time", value, label=name).opts(**curve_opts, **colour))
         plot = hv.renderer("bokeh").get_plot(hv.Overlay(curves).opts(**opts))
         self.figure = plot.state
         lines = plot.subplots.values() if getattr(plot, "subplots", None) else [plot]
@@ -111,40 +148,31 @@ class StreamingChart:
             # Times as Bokeh keeps them (ms since the epoch), so that new points can be sent as plain numbers.
             source.data = {"time": _epoch_ms(source.data["time"]), value: np.asarray(source.data[value], float)}
 
-    def _empty(self) -> pd.DataFrame:
-        return pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), self.value: pd.Series([], dtype="float64")})
-
-    def _new_rows(self, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Per series, its rows in ``df`` newer than its last one, as naive UTC times with NaN rows at gaps."""
-        chunks = {}
-        for name, rows in df.groupby(self.key, sort=False):
-            last = self.last.get(name)
-            if last is not None:
-                rows = rows[rows["time"] > last]
-            if rows.empty:
-                continue
-            rows = rows.sort_values("time", kind="stable")
-            self.last[name] = rows["time"].iloc[-1]
-            chunk = pd.DataFrame({"time": _naive_utc(rows["time"]), self.value: rows[self.value].to_numpy()})
-            previous = None if last is None else _naive_utc(pd.Series([last])).iloc[0]
-            chunks[name] = with_gaps(chunk, previous, self.gap, [self.value])
-        return chunks
-
     def send(self, df: pd.DataFrame) -> None:
         """Append the rows of ``df`` that are new."""
         if df.empty:
             return
-        simulated = _simulated(df)
-        if simulated != self.simulated:
+        split = split_rows(df, self.key, self.value, self.gap_ms)
+        if split.simulated != self.simulated:
             self.last.clear()
             for source in self.sources.values():
-                source.data = {"time": [], self.value: []}
-        self.simulated = simulated
-        for name, chunk in self._new_rows(df).items():
-            if name in self.sources:
-                # Plain lists, times in ms since the epoch as Bokeh keeps them: the smallest message for a few rows.
-                new = {"time": _epoch_ms(chunk["time"]).tolist(), self.value: chunk[self.value].tolist()}
-                self.sources[name].stream(new, rollover=self.length)
+                source.data = {"time": np.array([], float), self.value: np.array([], float)}
+        self.simulated = split.simulated
+        for name, (times, values) in split.series.items():
+            source = self.sources.get(name)
+            if source is None:
+                continue
+            last = self.last.get(name)
+            if last is not None:
+                first = bisect.bisect_right(times, last)
+                times, values = times[first:], values[first:]
+                if not times:
+                    continue
+                if times[0] - last > self.gap_ms:
+                    times, values = [(last + times[0]) / 2, *times], [math.nan, *values]
+            self.last[name] = times[-1]
+            # Plain lists of numbers: the smallest message for a few points.
+            source.stream({"time": times, self.value: values}, rollover=self.length)
 
     def data(self, name: str) -> pd.DataFrame:
         """The points one series' line holds now, with naive UTC times."""
@@ -196,11 +224,6 @@ CHART_OPTS = dict(
 def _epoch_ms(times) -> np.ndarray:
     """Naive UTC times as float milliseconds since the epoch, Bokeh's own representation of a datetime."""
     return np.asarray(times, dtype="datetime64[ns]").astype("int64") / 1e6
-
-
-def _naive_utc(times: pd.Series) -> pd.Series:
-    """Times as naive UTC ``datetime64[ns]`` values, which Bokeh draws without a time zone shift."""
-    return times.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]").reset_index(drop=True)
 
 
 class PriceCard(JSComponent):
@@ -286,6 +309,9 @@ class LiveView(pn.viewable.Viewer):
 
     runtime = param.ClassSelector(class_=Runtime, precedence=-1, doc="The shared pollers to follow.")
     paused = param.Boolean(default=False, doc="Hold new points in this session; resuming catches up.")
+    on_update = param.Callable(
+        default=None, precedence=-1, doc="Called with each update, whose message it may add to (the status badges)."
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -378,14 +404,16 @@ class LiveView(pn.viewable.Viewer):
             return
         with one_message():  # all the charts' new points
             if kind == "price":
-                for asset, chart in self._prices.items():
-                    chart.send(df[df["asset"] == asset])
+                for chart in self._prices.values():
+                    chart.send(df)  # each takes its own asset's rows
                 provider = self.runtime.price.status.provider
                 for card in self._cards.values():
                     card.provider = provider
             else:
                 for chart in self._weather.values():
                     chart.send(df)
+            if self.on_update is not None:
+                self.on_update()
         if self._push:
             pn.io.push_notebook(*self._price_panes, *self._weather_panes)
 

@@ -10,6 +10,7 @@ HTML.
 from __future__ import annotations
 
 import html
+import weakref
 from typing import ClassVar
 
 import pandas as pd
@@ -177,6 +178,25 @@ def banner_text(runtime: Runtime) -> str | None:
     return " · ".join(parts) or None
 
 
+_SNAPSHOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runtime: (version, snapshot)
+
+
+def status_snapshot(runtime: Runtime) -> tuple[dict[str, dict], str]:
+    """Every badge's fields and the banner's HTML (empty while live), worked out once for all sessions of a runtime
+    and again only when a source made an attempt or changed its state."""
+    version = tuple(
+        (s.last_attempt, s.state, s.provider, s.simulated) for s in (p.status for p in runtime.pollers.values())
+    )
+    known, snapshot = _SNAPSHOTS.get(runtime, (None, None))
+    if version != known:
+        fields = {kind: badge_fields(poller.status) for kind, poller in runtime.pollers.items()}
+        text = banner_text(runtime)
+        banner = f'<div class="banner" role="alert">⚠ {html.escape(text)}</div>' if text else ""
+        snapshot = (fields, banner)
+        _SNAPSHOTS[runtime] = (version, snapshot)
+    return snapshot
+
+
 class StatusView(pn.viewable.Viewer):
     """Badges per source and the simulated-data banner of one session."""
 
@@ -184,36 +204,40 @@ class StatusView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._badges = {
-            kind: Badge(margin=(4, 4), **badge_fields(poller.status)) for kind, poller in self.runtime.pollers.items()
-        }
+        fields, banner = self._shown = status_snapshot(self.runtime)
+        self._badges = {kind: Badge(margin=(4, 4), **fields[kind]) for kind in self.runtime.pollers}
         self.badges = pn.Row(*self._badges.values(), align="center")
         self.banner = pn.pane.HTML(
-            stylesheets=[BANNER_CSS], visible=False, sizing_mode="stretch_width", margin=(0, 10, 6, 10)
+            banner, stylesheets=[BANNER_CSS], visible=bool(banner), sizing_mode="stretch_width", margin=(0, 10, 6, 10)
         )
-        self.refresh()
-        self._callback = None
-        # Not before the page is ready: Panel drops the model changes made after a page pulled its document but
-        # before it said it was ready (it expects to send the document whole later), so a state that changed once
+        # Changes wait until the page is ready: Panel drops the model changes made after a page pulled its document
+        # but before it said it was ready (it expects to send the document whole later), so a state that changed once
         # in that window (starting → ok) would never reach the page.
+        self._ready = False
         pn.state.onload(self._start)
 
     def _start(self) -> None:
+        self._ready = True
         self.refresh()
-        self._callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            doc.add_periodic_callback(self.refresh, REFRESH_MS)  # Bokeh's own: lighter than Panel's
+        else:
+            pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
 
     def refresh(self) -> None:
-        """Re-read every source's status; send only what changed."""
+        """Re-read every source's status; send only what changed (in the caller's message, if it is making one)."""
+        snapshot = status_snapshot(self.runtime)
+        if not self._ready or snapshot is self._shown:
+            return
+        self._shown = fields, banner = snapshot
         with one_message():
             for kind, badge in self._badges.items():
-                fields = badge_fields(self.runtime.pollers[kind].status)
-                changed = {name: value for name, value in fields.items() if getattr(badge, name) != value}
+                changed = {name: value for name, value in fields[kind].items() if getattr(badge, name) != value}
                 if changed:
                     badge.param.update(changed)
-            text = banner_text(self.runtime)
-            banner = f'<div class="banner" role="alert">⚠ {html.escape(text)}</div>' if text else ""
             if self.banner.object != banner:
-                self.banner.param.update(object=banner, visible=bool(text))
+                self.banner.param.update(object=banner, visible=bool(banner))
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(self.badges, self.banner, sizing_mode="stretch_width")

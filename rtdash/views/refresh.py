@@ -210,9 +210,10 @@ class RefreshView(pn.viewable.Viewer):
         self._table.param.update(value=self._table_frame(), titles=self._titles())
 
     def _table_frame(self) -> pd.DataFrame:
-        columns = [self.metric, *(m for m in METRICS.values() if m != self.metric)]
+        # The columns keep their order (a change of columns rebuilds the table in the page, and Tabulator fails on
+        # a rebuild that starts before the last one ended); the rows follow the metric.
         df = self.frame.sort_values(self.metric, ascending=False, na_position="last", kind="stable")
-        out = df[["city", *columns]].reset_index(drop=True)
+        out = df[["city", *METRICS.values()]].reset_index(drop=True)
         out["fetched"] = df["time"].dt.strftime("%H:%M:%S").to_numpy()
         return out
 

@@ -157,6 +157,7 @@ class Poller:
         self._inflight_since = 0.0
         self._next_attempt = 0.0  # monotonic; a failure pushes it back
         self._retry_after_until = 0.0  # monotonic; a 429's Retry-After, which even Refresh respects
+        self._retry_token: object | None = None  # the scheduled retry that is still wanted
         self._running = False
         self.updates = 0  # deliveries made to subscribers, for the metrics
         # The constructor calls _tick once, synchronously: it must not fetch yet (no sink is attached).
@@ -188,6 +189,16 @@ class Poller:
             log.exception("poller tick failed")
         return self._empty
 
+    def _retry(self, token: object) -> None:
+        """The retry after a failure, at its due time, unless a fetch has happened since (a tick, a Refresh)."""
+        try:
+            with self._lock:
+                due = self._running and token is self._retry_token and self._inflight is None
+                if due:
+                    self._submit()
+        except Exception:  # pragma: no cover - a bug here must not stop the loop
+            log.exception("poller retry failed")
+
     def _maybe_submit(self) -> None:
         now = time.monotonic()
         with self._lock:
@@ -204,6 +215,7 @@ class Poller:
     def _submit(self) -> Future:
         with self._lock:
             if self._inflight is None:
+                self._retry_token = None  # a retry still scheduled is no longer needed
                 self._inflight_since = time.monotonic()
                 self._inflight = self._executor.submit(self._fetch)
             return self._inflight
@@ -277,6 +289,9 @@ class Poller:
             self._next_attempt = now + delay
             if error.retry_after:
                 self._retry_after_until = now + error.retry_after
+            self._retry_token = token = object()
+        # The retry is due at its time, not at the first clock tick after it (which would add up to an interval).
+        self.frame.loop.add_callback(self.frame.loop.call_later, delay, self._retry, token)
         message = redact(str(error), self.secrets)
         state = "stale" if s.last_success is not None else "error"
         if state != s.state:

@@ -237,6 +237,18 @@ def test_429_retry_after_is_not_retried_before_it_says(fake_api: FakeAPI, make_s
     assert second.time - first.time >= 3.0, f"retried after {second.time - first.time:.2f} s"
 
 
+def test_the_retry_comes_when_it_is_due_not_at_the_next_tick(fake_api: FakeAPI, make_settings, pollers) -> None:
+    # Ticks come every 2 s; the retry is due 3 s after the 429 (its Retry-After is longer than the backoff), a
+    # second before the tick after it.
+    fake_api.set_fault("coinbase", "429", retry_after=3)
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.5s"), interval=2.0)
+    wait_until(lambda: poller.status.failures == 1, timeout=10)
+    fake_api.clear_fault()
+    wait_until(lambda: poller.status.state == "ok", timeout=10)
+    first, second = fake_api.requests[:2]
+    assert 3.0 <= second.time - first.time < 3.7, f"retried after {second.time - first.time:.2f} s, due after 3 s"
+
+
 def test_backoff_grows_with_jitter_up_to_the_cap(fake_api: FakeAPI, make_settings, pollers) -> None:
     fake_api.set_fault("coinbase", "500")
     poller = pollers(

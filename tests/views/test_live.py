@@ -91,7 +91,7 @@ def test_switching_from_simulated_to_live_drops_the_simulated_points() -> None:
 
 def test_a_session_gets_the_rows_of_each_fetch_as_streamed_events(runtime) -> None:
     view = plain(LiveView, runtime=runtime)
-    doc, events = rendered(view)
+    _doc, events = rendered(view)
     rows = {metric: len(c.data("London")) for metric, c in view._weather.items()}
     price_rows = len(view._prices["BTC"].data("BTC"))
     assert price_rows >= 1 and all(n >= 1 for n in rows.values())

@@ -12,11 +12,15 @@ from tests.helpers import ROOT, ServedApp, fake_env
 NOTEBOOK = ROOT / "realtime_dashboard.ipynb"
 WAIT_FOR_DELIVERY = """
 import asyncio
+asset = settings.assets[0]
+view = LiveView(runtime=runtime)
+points = len(view._prices[asset].data(asset))
 for _ in range(300):
-    if len(received) >= 2:
+    if len(received) >= 2 and len(view._prices[asset].data(asset)) > points:
         break
     await asyncio.sleep(0.1)
 print("waited: delivered" if len(received) >= 2 else f"waited: {len(received)} update(s)")
+print(f"chart points: {points} -> {len(view._prices[asset].data(asset))}")
 """
 
 
@@ -40,6 +44,8 @@ def test_notebook_runs_in_a_kernel(fake_api, tmp_path, monkeypatch):
     text = "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
     assert "update(s) delivered to this kernel so far" in text
     assert "waited: delivered" in text, text
+    before, after = map(int, text.split("chart points: ", 1)[1].split()[::2][:2])
+    assert after > before, text  # a Live view in the kernel streams new points into its chart
     # The fetch cells showed live rows from the (fake) provider, not simulated ones.
     html = "".join(out.get("data", {}).get("text/html", "") for out in outputs)
     assert "coinbase" in html and "open-meteo" in html

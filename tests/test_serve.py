@@ -16,6 +16,8 @@ from bokeh.client import pull_session
 from bokeh.model import Model
 from bokeh.models import Tabs
 
+import rtdash.views.live
+import rtdash.views.status  # noqa: F401  (defines the page's own components, which the client must know to read it)
 from tests.helpers import ROOT, SCRIPT, fake_env, free_port, wait_until
 
 FAST = {"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_CITIES": "London,Berlin"}

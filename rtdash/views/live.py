@@ -123,13 +123,16 @@ class FigureTemplate:
         doc = Document()
         doc.add_root(plot.state)
         self._json = json.dumps(doc.to_json(deferred=False))
+        self._ids = {model.id for model in doc.models}  # "p123" in a server, UUIDs in a notebook
         self._figure = plot.state.id
         self._sources = {label: source.id for label, source in sources.items()}
 
     def copy(self) -> tuple[Model, dict[str, ColumnDataSource]]:
         """A new figure and its lines' data sources, by series."""
         ids: dict[str, str] = {}
-        text = _MODEL_ID.sub(lambda m: f'"id":"{ids.setdefault(m[1], make_id())}"', self._json)
+        text = _MODEL_ID.sub(
+            lambda m: f'"id":"{ids.setdefault(m[1], make_id())}"' if m[1] in self._ids else m[0], self._json
+        )
         doc = Document.from_json(json.loads(text))
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {label: doc.get_model_by_id(ids[id_]) for label, id_ in self._sources.items()}
@@ -137,7 +140,7 @@ class FigureTemplate:
         return figure, sources
 
 
-_MODEL_ID = re.compile(r'"id":\s*"(p\d+)"')
+_MODEL_ID = re.compile(r'"id":\s*"([^"]+)"')
 _TEMPLATES: dict[tuple, FigureTemplate] = {}
 _TEMPLATES_LOCK = threading.Lock()
 

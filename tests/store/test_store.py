@@ -284,8 +284,9 @@ def test_an_outage_loses_no_row(postgres_server, pg_url, make_settings, caplog):
             buffered = wait_until(lambda: writer.status.buffered >= 20 and writer.status.buffered, 20)
             postgres_server.start()
             wait_until(lambda: writer.status.state == "ok", 30, message="the writer to notice the recovery")
+            # the state turns ok just before the line is logged
+            wait_until(lambda: any("is back" in r.getMessage() for r in caplog.records), 10, message="'is back'")
         assert buffered and any("is down" in r.getMessage() for r in caplog.records)
-        assert any("is back" in r.getMessage() for r in caplog.records)
         for poller in runtime.pollers.values():
             poller.stop()
         assert writer.flush(30)

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 import pandas as pd
 import param
 
-from .config import Settings, format_duration
+from .config import Settings, SettingsError, format_duration
 from .sources import SERIES
 from .sources.base import tidy
-from .store import KINDS, StoreError
+from .store import KINDS
 
 log = logging.getLogger("rtdash.scaleout")
 
@@ -46,14 +46,6 @@ $$;
 TRIGGER_SQL = (
     "CREATE OR REPLACE TRIGGER rtdash_notify AFTER INSERT ON {kind} FOR EACH STATEMENT EXECUTE FUNCTION rtdash_notify()"
 )
-
-
-def _postgres(settings: Settings) -> None:
-    if not (settings.store or "").startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            f"RTDASH_ROLE={settings.role} needs RTDASH_STORE=postgresql://...: "
-            "the collector and the viewers meet in PostgreSQL"
-        )
 
 
 def install_notify(store) -> None:
@@ -82,7 +74,6 @@ class Follower:
     """Streams the rows the collector stores to a viewer runtime's subscribers; see the module's docstring."""
 
     def __init__(self, runtime):
-        _postgres(runtime.settings)
         self.runtime = runtime
         self.store = runtime.store
         self.status = FollowerStatus()
@@ -199,12 +190,12 @@ def collect(settings: Settings, stop: threading.Event | None = None) -> int:
     """``python -m rtdash collect``: poll and store until SIGTERM or SIGINT (or ``stop``); 0 on a clean stop."""
     from .stream import get_runtime, stop_all
 
+    settings.role = "collector"
     try:
-        _postgres(settings)
-    except StoreError as exc:
+        settings.validate()  # a collector needs a PostgreSQL store, as the settings say
+    except SettingsError as exc:
         print(f"rtdash: error: {exc}", flush=True)
         return 2
-    settings.role = "collector"
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -156,9 +156,9 @@ class Served:
         return self.page.evaluate(LAST_TIME_JS, COLUMN[kind])
 
 
-def serve_pair(api: FakeAPI, browser, price: str, weather: str, extra_env: dict[str, str]) -> Iterator[Served]:
-    gates = {provider: Gate(("127.0.0.1", int(api.url.rsplit(":", 1)[1]))) for provider in (price, weather)}
-    env = fake_env(
+def fault_env(api: FakeAPI, price: str, weather: str, **overrides: str) -> dict[str, str]:
+    """The served app's settings: both providers on the fake API at the suite's interval, with keys."""
+    return fake_env(
         api.url,
         RTDASH_PRICE_SOURCE=price,
         RTDASH_WEATHER_SOURCE=weather,
@@ -167,10 +167,14 @@ def serve_pair(api: FakeAPI, browser, price: str, weather: str, extra_env: dict[
         RTDASH_TIMEOUT=f"{TIMEOUT}s",
         RTDASH_BACKOFF_MAX=f"{INTERVAL}s",
         RTDASH_CITIES="London,Berlin",
-        **{URL_SETTING[p]: gates[p].url for p in (price, weather)},
         **KEYS,
-        **extra_env,
+        **overrides,
     )
+
+
+def serve_pair(api: FakeAPI, browser, price: str, weather: str, extra_env: dict[str, str]) -> Iterator[Served]:
+    gates = {provider: Gate(("127.0.0.1", int(api.url.rsplit(":", 1)[1]))) for provider in (price, weather)}
+    env = fault_env(api, price, weather, **{URL_SETTING[p]: gates[p].url for p in (price, weather)}, **extra_env)
     app = ServedApp(env=env)
     context = None
     try:
@@ -316,18 +320,7 @@ def test_unresolvable_host_is_shown_and_contained(provider: str, module_api: Fak
     kind = KIND[provider]
     other = "weather" if kind == "price" else "price"
     price, weather = ("coinbase", "open-meteo") if PAIRS[provider] == "keyless" else ("coincap", "openweather")
-    env = fake_env(
-        module_api.url,
-        RTDASH_PRICE_SOURCE=price,
-        RTDASH_WEATHER_SOURCE=weather,
-        RTDASH_PRICE_INTERVAL=f"{INTERVAL}s",
-        RTDASH_WEATHER_INTERVAL=f"{INTERVAL}s",
-        RTDASH_TIMEOUT=f"{TIMEOUT}s",
-        RTDASH_BACKOFF_MAX=f"{INTERVAL}s",
-        RTDASH_CITIES="London,Berlin",
-        **{URL_SETTING[provider]: "http://rtdash-test.invalid"},
-        **KEYS,
-    )
+    env = fault_env(module_api, price, weather, **{URL_SETTING[provider]: "http://rtdash-test.invalid"})
     with ServedApp(env=env) as app:
         context = module_browser.new_context()
         try:

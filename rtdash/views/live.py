@@ -37,10 +37,7 @@ from . import one_message
 
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
 CHART_HEIGHT = 300
-CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
-UP, DOWN, FLAT = "#15803d", "#b91c1c", "#4b5563"
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 PALETTE = Category10_10
 
 LEGEND_CSS = """
@@ -189,14 +186,12 @@ class StreamingChart:
 
         key = (kind, tuple(names), value, template)
         with _TEMPLATES_LOCK:
-            if template is None or key not in _TEMPLATES:
+            built = _TEMPLATES.get(key) if template is not None else None
+            if built is None:
                 built = FigureTemplate(overlay())
-                if template is None:
-                    self.figure, self.sources = built.copy()
-                else:
+                if template is not None:
                     _TEMPLATES[key] = built
-            if template is not None:
-                self.figure, self.sources = _TEMPLATES[key].copy()
+        self.figure, self.sources = built.copy()
         split = split_rows(history, self.key, value, self.gap_ms)
         self.simulated = split.simulated
         for name, source in self.sources.items():

@@ -24,7 +24,6 @@ from . import one_message
 
 REFRESH_MS = 500  # how often a session re-reads the status (the page ticks the "ago" text itself)
 KIND_LABELS = {"price": "Prices", "weather": "Weather"}
-STATE_LABELS = {"starting": "connecting", "ok": "ok", "stale": "stale", "error": "error"}
 
 BADGE_CSS = """
 .badge {display: inline-flex; flex-direction: column; gap: 2px; font: 13px/1.3 system-ui, sans-serif;

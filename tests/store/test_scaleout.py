@@ -181,3 +181,10 @@ def test_a_viewer_needs_postgresql(fake_api, tmp_path):
 
     with pytest.raises(SettingsError, match="RTDASH_ROLE=viewer needs RTDASH_STORE=postgresql"):
         Settings.load(environ=fake_env(fake_api.url, RTDASH_ROLE="viewer"), dotenv=None)
+
+
+def test_collect_without_postgresql_exits_2_with_the_settings_line(make_settings, capsys):
+    from rtdash.scaleout import collect
+
+    assert collect(make_settings(RTDASH_STORE="none")) == 2
+    assert "RTDASH_ROLE=collector needs RTDASH_STORE=postgresql" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def badge_fields(status: SourceStatus) -> dict:
     }
 
 
-class Badge(JSComponent):
+class StatusBadge(JSComponent):
     """One source's badge: state, provider and how long ago it updated; the error and details on hover.
 
     The server sends what changed (once per fetch at most); the page counts the seconds itself.  The page's clock
@@ -204,7 +204,7 @@ class StatusView(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         fields, banner = self._shown = status_snapshot(self.runtime)
-        self._badges = {kind: Badge(margin=(4, 4), **fields[kind]) for kind in self.runtime.pollers}
+        self._badges = {kind: StatusBadge(margin=(4, 4), **fields[kind]) for kind in self.runtime.pollers}
         self.badges = pn.Row(*self._badges.values(), align="center")
         self.banner = pn.pane.HTML(
             banner, stylesheets=[BANNER_CSS], visible=bool(banner), sizing_mode="stretch_width", margin=(0, 10, 6, 10)

@@ -159,6 +159,7 @@ class Poller:
         self._retry_after_until = 0.0  # monotonic; a 429's Retry-After, which even Refresh respects
         self._retry_token: object | None = None  # the scheduled retry that is still wanted
         self._running = False
+        self._stopped = False
         self.updates = 0  # deliveries made to subscribers, for the metrics
         # The constructor calls _tick once, synchronously: it must not fetch yet (no sink is attached).
         self.frame = PeriodicDataFrame(self._tick, interval=pd.Timedelta(seconds=interval), start=False)
@@ -174,7 +175,8 @@ class Poller:
         return self
 
     def stop(self) -> None:
-        self._running = False
+        with self._lock:  # a tick or a retry already under way then submits nothing to the closed executor
+            self._running, self._stopped = False, True
         self.frame.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.source.close()
@@ -214,6 +216,10 @@ class Poller:
 
     def _submit(self) -> Future:
         with self._lock:
+            if self._stopped:
+                stopped: Future = Future()
+                stopped.set_exception(SourceError(f"{self.source.provider}: the poller is stopped"))
+                return stopped
             if self._inflight is None:
                 self._retry_token = None  # a retry still scheduled is no longer needed
                 self._inflight_since = time.monotonic()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -559,3 +560,18 @@ def test_a_subscriber_that_raises_is_dropped_and_the_others_go_on(fake_api: Fake
     wait_until(lambda: len(good) >= 3, timeout=10)
     assert not bad.active and poller.subscriber_count == 1
     assert poller.status.state == "ok"
+
+
+def test_a_tick_or_refresh_after_stop_submits_nothing_and_logs_no_traceback(
+    fake_api: FakeAPI, make_settings, pollers, caplog
+) -> None:
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+    wait_until(lambda: poller.status.state == "ok", timeout=10)
+    poller.stop()
+    calls = fake_api.count("coinbase")
+    with caplog.at_level(logging.ERROR, logger="rtdash.stream"):
+        poller._running = True  # a tick that had already looked at the flag when stop() ran
+        poller._tick()
+    with pytest.raises(SourceError, match="stopped"):
+        poller.fetch_now().result(timeout=1)
+    assert caplog.records == [] and fake_api.count("coinbase") == calls

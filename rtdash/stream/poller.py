@@ -25,6 +25,7 @@ import pandas as pd
 import panel as pn
 import param
 from streamz.dataframe import PeriodicDataFrame
+from tornado.ioloop import IOLoop
 
 from ..config import format_duration
 from ..sources import SERIES, Source, SourceError, empty_frame, redact
@@ -125,7 +126,11 @@ def current_dispatch() -> tuple[Callable | None, object | None]:
     """
     doc = pn.state.curdoc
     if doc is not None and getattr(doc, "session_context", None) is not None:
-        return doc.add_next_tick_callback, doc
+        # Scheduled from the server's own loop thread: Panel's holds move the document's held events around
+        # without a lock, so a callback added from another thread meanwhile could be lost (and with it every later
+        # update of the session, which waits for that callback).  ``IOLoop.add_callback`` is thread-safe.
+        loop = IOLoop.current()
+        return lambda callback: loop.add_callback(doc.add_next_tick_callback, callback), doc
     if "ipykernel" in sys.modules:
         from IPython import get_ipython
 

@@ -16,13 +16,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, window_stats
-
-
-def _first_traceback(log: str) -> str | None:
-    """The first traceback in a server log, for the report (a count alone does not say what broke)."""
-    start = log.find("Traceback")
-    return None if start < 0 else log[max(0, start - 200) : start + 2000]
+from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, first_traceback, window_stats
 
 
 async def load(
@@ -90,7 +84,7 @@ async def load(
                 "broken_sessions": len(broken),
                 "health_sessions": None if health is None else health.get("sessions"),
                 "server_tracebacks": served.app.output().count("Traceback"),
-                "server_traceback_first": _first_traceback(served.app.output()),
+                "server_traceback_first": first_traceback(served.app.output()),
                 "samples": samples,
             }
         finally:

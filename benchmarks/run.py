@@ -553,6 +553,12 @@ def window_stats(viewers: list, api: RecordingAPI, t0: float, t1: float, interva
     }
 
 
+def first_traceback(log: str) -> str | None:
+    """The first traceback in a server log, for the report (a count alone does not say what broke)."""
+    start = log.find("Traceback")
+    return None if start < 0 else log[max(0, start - 200) : start + 2000]
+
+
 def calls_between(api: FakeAPI, provider: str, t0: float, t1: float) -> int:
     return sum(1 for r in api.requests if r.provider == provider and t0 <= r.time < t1)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between
+from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, first_traceback
 
 
 async def soak(
@@ -103,6 +103,7 @@ async def soak(
                 "rss_slope_mb_per_hour": slope,
                 "price_calls_per_interval": calls_between(api, "coinbase", t0, t1) / ((t1 - t0) / interval),
                 "server_tracebacks": served.app.output().count("Traceback"),
+                "server_traceback_first": first_traceback(served.app.output()),
             }
         finally:
             await asyncio.gather(*(v.close() for v in list(live)))

@@ -36,4 +36,4 @@ def test_short_soak_sessions_come_and_go_and_all_are_destroyed() -> None:
     assert result["sessions_closed"] == result["sessions_opened"], result
     assert result["sessions_left"] == 0, result
     assert result["price_calls_per_interval"] <= 1.3, result
-    assert result["server_tracebacks"] == 0, result
+    assert result["server_tracebacks"] == 0, result["server_traceback_first"]

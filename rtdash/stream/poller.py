@@ -228,7 +228,12 @@ class Poller:
             if self._inflight is None:
                 self._retry_token = None  # a retry still scheduled is no longer needed
                 self._inflight_since = time.monotonic()
-                self._inflight = self._executor.submit(self._fetch)
+                try:
+                    self._inflight = self._executor.submit(self._fetch)
+                except RuntimeError as exc:  # the interpreter is shutting down (a server's exit): nothing to fetch
+                    refused: Future = Future()
+                    refused.set_exception(SourceError(f"{self.source.provider}: {exc}"))
+                    return refused
             return self._inflight
 
     def fetch_now(self) -> Future:

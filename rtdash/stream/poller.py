@@ -130,7 +130,7 @@ def current_dispatch() -> tuple[Callable | None, object | None]:
         # without a lock, so a callback added from another thread meanwhile could be lost (and with it every later
         # update of the session, which waits for that callback).  ``IOLoop.add_callback`` is thread-safe.
         loop = IOLoop.current()
-        return lambda callback: loop.add_callback(doc.add_next_tick_callback, callback), doc
+        return lambda callback: loop.add_callback(_next_tick, doc, callback), doc
     if "ipykernel" in sys.modules:
         from IPython import get_ipython
 
@@ -140,6 +140,12 @@ def current_dispatch() -> tuple[Callable | None, object | None]:
             except RuntimeError:
                 pass
     return None, None
+
+
+def _next_tick(doc, callback: Callable) -> None:
+    """On the server's loop: ``callback`` on the document's next tick, unless the session ended meanwhile."""
+    if doc.session_context is not None:  # a destroyed document has no session context (and no callbacks)
+        doc.add_next_tick_callback(callback)
 
 
 class Poller:

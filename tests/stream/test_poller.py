@@ -575,3 +575,27 @@ def test_a_tick_or_refresh_after_stop_submits_nothing_and_logs_no_traceback(
     with pytest.raises(SourceError, match="stopped"):
         poller.fetch_now().result(timeout=1)
     assert caplog.records == [] and fake_api.count("coinbase") == calls
+
+
+def test_an_update_due_as_its_session_is_destroyed_is_dropped_without_an_error(
+    fake_api: FakeAPI, make_settings, pollers, panel_server, caplog
+) -> None:
+    """The session ends on the server's loop between the poller's hand-over and the document's next tick."""
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
+    subscriptions: list = []
+    collectors: list[Collector] = []
+    server = panel_server(subscribing_app(poller, subscriptions, collectors))
+    server.new_session()
+    (got,) = collectors
+    wait_until(lambda: len(got) >= 1, timeout=10)
+    (session,) = server.server.get_sessions("/")
+    with caplog.at_level(logging.ERROR), server.busy():
+        server.loop.add_callback(session.destroy)  # runs before the update queued below
+        updates = poller.updates
+        wait_until(lambda: poller.updates > updates, timeout=10)
+    n = len(got)
+    done = threading.Event()
+    server.loop.add_callback(done.set)  # after the loop has run what was queued
+    assert done.wait(10)
+    assert session.destroyed and len(got) == n
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

@@ -117,6 +117,10 @@ class FigureTemplate:
         sources = {line.current_frame.label: line.handles["source"] for line in lines}
         for source in sources.values():
             source.data = {name: [] for name in source.data}
+        # Canvas, not the WebGL HoloViews picks: a browser without a GPU (a VM, a remote desktop, headless Chromium)
+        # renders WebGL in software, and 20 such pages on 2 cores fell seconds behind; a line of 10k points is
+        # cheap on a canvas (BENCHMARKS.md: fetch-to-pixel).
+        plot.state.output_backend = "canvas"
         doc = Document()
         doc.add_root(plot.state)
         self._json = json.dumps(doc.to_json(deferred=False))

@@ -603,6 +603,7 @@ class Bench:
                 try:
                     out.update(await phases(spec, served, api, browser))
                     out["server_log_tracebacks"] += served.app.output().count("Traceback")
+                    out.setdefault("server_log_first_traceback", first_traceback(served.app.output()))
                 finally:
                     await asyncio.to_thread(served.stop)
         out["bytes"] = {}

@@ -1,0 +1,148 @@
+"""Where a closed session's memory goes: what Python still holds (tracemalloc) against the process's RSS.
+
+    python -m benchmarks.memory [--sessions 20] [--rounds 2]
+
+Serves rtdash in this process (a Panel server on its own thread, the fake API beside it), then ``rounds`` times
+opens ``sessions`` lightweight sessions, lets them update for a few seconds, closes them and waits until the server
+has destroyed every one.  After each round it prints the RSS and the memory Python's allocations still hold
+(``tracemalloc``, after a ``gc.collect()``), and at the end the object types whose count grew.  A leak shows as
+traced memory that grows with each round; memory the allocator keeps for reuse shows as RSS that stays up while
+the traced memory falls back.  (tracemalloc slows the server down by about half: the figures are about memory.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import json
+import os
+import sys
+import threading
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import PAGE_SIZE, BokehViewer, RecordingAPI, batched
+from tests.helpers import fake_env
+
+
+class InProcessServer:
+    """rtdash's app on a Panel server in this process, on its own thread and loop."""
+
+    def __init__(self) -> None:
+        from panel.io.server import get_server
+        from tornado.ioloop import IOLoop
+
+        from rtdash.app import create_app
+
+        ready = threading.Event()
+
+        def run() -> None:
+            self.loop = IOLoop()
+            self.server = get_server(
+                lambda: create_app(argv=[]), port=0, address="127.0.0.1", loop=self.loop, start=False
+            )
+            self.server.start()
+            ready.set()
+            self.loop.start()
+
+        threading.Thread(target=run, daemon=True).start()
+        if not ready.wait(60):
+            raise RuntimeError("the Panel server did not start")
+        self.url = f"http://127.0.0.1:{self.server.port}/"
+
+    def on_loop(self, fn: Callable[[], Any]) -> Any:
+        """``fn()`` run on the server's loop (between two of its callbacks), and its result."""
+        done, out = threading.Event(), {}
+
+        def call() -> None:
+            out["result"] = fn()
+            done.set()
+
+        self.loop.add_callback(call)
+        if not done.wait(120):
+            raise RuntimeError("the server's loop did not answer")
+        return out["result"]
+
+    def sessions(self) -> int:
+        return self.on_loop(lambda: len(self.server.get_sessions("/")))
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_SIZE / 2**20
+
+
+def census() -> tuple[float, collections.Counter]:
+    """Traced MB and object counts by type, after a full collection."""
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0] / 2**20, collections.Counter(
+        type(o).__qualname__ for o in gc.get_objects()
+    )
+
+
+async def one_round(server: InProcessServer, n: int, seconds: float) -> dict[str, Any]:
+    viewers: list[BokehViewer] = []
+    for chunk in batched(range(n), 5):
+        viewers += await asyncio.gather(*(BokehViewer(server.url, lambda v: True).open() for _ in chunk))
+    await asyncio.sleep(seconds)
+    open_rss = rss_mb()
+    updated = sum(1 for v in viewers if v.arrivals.items)
+    await asyncio.gather(*(v.close() for v in viewers))
+    for _ in range(120):  # sessions are destroyed a moment after their websocket closes
+        if await asyncio.to_thread(server.sessions) == 0:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(3)  # Panel's debounced gc.collect
+    return {
+        "sessions": n,
+        "updated": updated,
+        "rss_open_mb": open_rss,
+        "left": await asyncio.to_thread(server.sessions),
+    }
+
+
+async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: None) -> dict[str, Any]:
+    with RecordingAPI() as api:
+        os.environ.update(fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s"))
+        tracemalloc.start(1)
+        server = InProcessServer()
+        await one_round(server, 2, 3)  # warm: imports, the chart templates, the first session's caches
+        traced0, counts0 = server.on_loop(census)
+        steps = [{"round": 0, "rss_mb": rss_mb(), "traced_mb": traced0}]
+        log(f"after warm-up: RSS {steps[0]['rss_mb']:.0f} MB, traced {traced0:.1f} MB")
+        for k in range(1, rounds + 1):
+            step = await one_round(server, sessions, seconds)
+            traced, counts = server.on_loop(census)
+            step.update({"round": k, "rss_mb": rss_mb(), "traced_mb": traced})
+            steps.append(step)
+            log(f"round {k}: {sessions} sessions open: RSS {step['rss_open_mb']:.0f} MB; all closed "
+                f"({step['left']} left): RSS {step['rss_mb']:.0f} MB, traced {traced:.1f} MB")  # fmt: skip
+        grown = (counts - counts0).most_common(8)
+        server.loop.add_callback(server.server.stop)
+    return {
+        "sessions_per_round": sessions,
+        "steps": steps,
+        "traced_growth_mb": steps[-1]["traced_mb"] - traced0,
+        "rss_growth_mb": steps[-1]["rss_mb"] - steps[0]["rss_mb"],
+        "rss_growth_last_round_mb": steps[-1]["rss_mb"] - steps[-2]["rss_mb"] if rounds > 1 else None,
+        "objects_grown": grown,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=20, help="sessions opened per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds the sessions stay open")
+    args = parser.parse_args(argv)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    result = asyncio.run(measure(args.sessions, args.rounds, args.seconds, log))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -603,7 +603,9 @@ class Bench:
                 try:
                     out.update(await phases(spec, served, api, browser))
                     out["server_log_tracebacks"] += served.app.output().count("Traceback")
-                    out.setdefault("server_log_first_traceback", first_traceback(served.app.output()))
+                    out["server_log_first_traceback"] = out.get("server_log_first_traceback") or first_traceback(
+                        served.app.output()
+                    )
                 finally:
                     await asyncio.to_thread(served.stop)
         out["bytes"] = {}

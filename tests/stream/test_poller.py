@@ -485,17 +485,22 @@ def subscribing_app(poller: Poller, subscriptions: list, collectors: list[Collec
     return app
 
 
+def one_subscribed_session(poller: Poller, panel_server: Callable[..., PanelServer]) -> tuple[PanelServer, Collector]:
+    """A served session subscribed to ``poller``, and what it got, once its first update has arrived."""
+    collectors: list[Collector] = []
+    server = panel_server(subscribing_app(poller, [], collectors))
+    server.new_session()
+    (got,) = collectors
+    wait_until(lambda: len(got) >= 1, timeout=10)
+    return server, got
+
+
 def test_a_session_that_falls_behind_gets_one_update_with_every_row(
     fake_api: FakeAPI, make_settings, pollers, panel_server
 ) -> None:
     """A busy session's loop never holds more than one pending update: the rows that came meanwhile come together."""
     poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
-    subscriptions: list = []
-    collectors: list[Collector] = []
-    server = panel_server(subscribing_app(poller, subscriptions, collectors))
-    server.new_session()
-    (got,) = collectors
-    wait_until(lambda: len(got) >= 1, timeout=10)
+    server, got = one_subscribed_session(poller, panel_server)
     with server.busy():
         n, updates = len(got), poller.updates
         wait_until(lambda: poller.updates >= updates + 3, timeout=10)
@@ -582,12 +587,7 @@ def test_an_update_due_as_its_session_is_destroyed_is_dropped_without_an_error(
 ) -> None:
     """The session ends on the server's loop between the poller's hand-over and the document's next tick."""
     poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"))
-    subscriptions: list = []
-    collectors: list[Collector] = []
-    server = panel_server(subscribing_app(poller, subscriptions, collectors))
-    server.new_session()
-    (got,) = collectors
-    wait_until(lambda: len(got) >= 1, timeout=10)
+    server, got = one_subscribed_session(poller, panel_server)
     (session,) = server.server.get_sessions("/")
     with caplog.at_level(logging.ERROR), server.busy():
         server.loop.add_callback(session.destroy)  # runs before the update queued below

@@ -24,6 +24,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from benchmarks.run import PAGE_SIZE, BokehViewer, RecordingAPI, batched
 from tests.helpers import fake_env
@@ -70,6 +71,10 @@ class InProcessServer:
     def sessions(self) -> int:
         return self.on_loop(lambda: len(self.server.get_sessions("/")))
 
+    def stop(self) -> None:
+        self.loop.add_callback(self.server.stop)
+        self.loop.add_callback(self.loop.stop)
+
 
 def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_SIZE / 2**20
@@ -106,29 +111,32 @@ async def one_round(server: InProcessServer, n: int, seconds: float) -> dict[str
 
 async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: None) -> dict[str, Any]:
     with RecordingAPI() as api:
-        os.environ.update(fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s"))
-        tracemalloc.start(1)
-        server = InProcessServer()
-        await one_round(server, 2, 3)  # warm: imports, the chart templates, the first session's caches
-        traced0, counts0 = server.on_loop(census)
-        steps = [{"round": 0, "rss_mb": rss_mb(), "traced_mb": traced0}]
-        log(f"after warm-up: RSS {steps[0]['rss_mb']:.0f} MB, traced {traced0:.1f} MB")
-        for k in range(1, rounds + 1):
-            step = await one_round(server, sessions, seconds)
-            traced, counts = server.on_loop(census)
-            step.update({"round": k, "rss_mb": rss_mb(), "traced_mb": traced})
-            steps.append(step)
-            log(f"round {k}: {sessions} sessions open: RSS {step['rss_open_mb']:.0f} MB; all closed "
-                f"({step['left']} left): RSS {step['rss_mb']:.0f} MB, traced {traced:.1f} MB")  # fmt: skip
-        grown = (counts - counts0).most_common(8)
-        server.loop.add_callback(server.server.stop)
+        env = fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s")
+        with mock.patch.dict(os.environ, env):
+            tracemalloc.start(1)
+            server = InProcessServer()
+            try:
+                await one_round(server, 2, 3)  # warm: imports, the chart templates, the first session's caches
+                traced0, counts0 = server.on_loop(census)
+                steps = [{"round": 0, "rss_mb": rss_mb(), "traced_mb": traced0}]
+                log(f"after warm-up: RSS {steps[0]['rss_mb']:.0f} MB, traced {traced0:.1f} MB")
+                for k in range(1, rounds + 1):
+                    step = await one_round(server, sessions, seconds)
+                    traced, counts = server.on_loop(census)
+                    step.update({"round": k, "rss_mb": rss_mb(), "traced_mb": traced})
+                    steps.append(step)
+                    log(f"round {k}: {sessions} sessions open: RSS {step['rss_open_mb']:.0f} MB; all closed "
+                        f"({step['left']} left): RSS {step['rss_mb']:.0f} MB, traced {traced:.1f} MB")  # fmt: skip
+            finally:
+                server.stop()
+                tracemalloc.stop()
     return {
         "sessions_per_round": sessions,
         "steps": steps,
         "traced_growth_mb": steps[-1]["traced_mb"] - traced0,
         "rss_growth_mb": steps[-1]["rss_mb"] - steps[0]["rss_mb"],
         "rss_growth_last_round_mb": steps[-1]["rss_mb"] - steps[-2]["rss_mb"] if rounds > 1 else None,
-        "objects_grown": grown,
+        "objects_grown": (counts - counts0).most_common(8),
     }
 
 

@@ -2,7 +2,8 @@
 
 No timing is asserted here (the figures belong to ``BENCHMARKS.md``); what must hold whatever the machine's speed:
 every session gets updates and none breaks, the upstream calls stay one per interval however many sessions watch,
-sessions that closed are all destroyed (``/health``), and the server logs no traceback.
+sessions that closed are all destroyed (``/health``), and the server logs no traceback; and what closed sessions
+leave in Python's memory (``benchmarks/memory.py``) does not grow with the sessions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import pytest
 
 from benchmarks.load import load
+from benchmarks.memory import measure
 from benchmarks.soak import soak
 
 pytestmark = pytest.mark.slow
@@ -37,3 +39,12 @@ def test_short_soak_sessions_come_and_go_and_all_are_destroyed() -> None:
     assert result["sessions_left"] == 0, result
     assert result["price_calls_per_interval"] <= 1.3, result
     assert result["server_tracebacks"] == 0, result["server_traceback_first"]
+
+
+def test_closed_sessions_leave_nothing_in_python_memory() -> None:
+    """Two rounds of sessions that open, update and close: what Python's allocations hold afterwards is back to
+    where it was (a session holds ~3 MB: a leak of one round's sessions would be ~15 MB)."""
+    result = asyncio.run(measure(sessions=5, rounds=2, seconds=3.0))
+    rounds = result["steps"][1:]
+    assert all(step["updated"] == 5 and step["left"] == 0 for step in rounds), rounds
+    assert result["traced_growth_mb"] < 3, result

@@ -4,8 +4,11 @@
     python -m benchmarks.soak --duration 1800 --warmup 300          # the issue's run: 30 minutes at 200 ms
 
 Reports the RSS slope after warm-up (goal < 1 MB per hour), whether the open session count (``/health``) returns to
-zero once the last session closes, and the upstream calls per interval (goal: one, whatever the churn).  Prints
-JSON.  Bounded: it stops after ``--duration`` by itself, then waits at most ``--drain`` seconds for the sessions.
+zero once the last session closes, and the upstream calls per interval (goal: one, whatever the churn).  Both
+sources poll at the interval, and the live charts keep ``backlog`` points per series: a session's charts, and so the
+RSS, grow until ``backlog × interval`` seconds, which the warm-up must cover for the slope to measure a leak, not
+the charts filling up (the run warns if it does not).  Prints JSON.  Bounded: it stops after ``--duration`` by
+itself, then waits at most ``--drain`` seconds for the sessions.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ async def soak(
     interval: float = 0.2,
     concurrent: int = 8,
     lifetime: tuple[float, float] = (2.0, 10.0),
+    backlog: int = 1000,
     drain: float = 30.0,
     seed: int = 0,
     log=lambda line: None,
@@ -37,7 +41,13 @@ async def soak(
     """Serve ``app``; keep about ``concurrent`` sessions open, each for a random ``lifetime``, for ``duration``."""
     spec = APPS[app]
     rng = random.Random(seed)
-    env = {"RTDASH_PRICE_INTERVAL": f"{interval}s", "RTDASH_WEATHER_INTERVAL": f"{10 * interval}s"}
+    env = {
+        "RTDASH_PRICE_INTERVAL": f"{interval}s",
+        "RTDASH_WEATHER_INTERVAL": f"{interval}s",
+        "RTDASH_BACKLOG": str(backlog),
+    }
+    if warmup < backlog * interval:
+        log(f"warning: the charts fill up until {backlog * interval:.0f} s, after the {warmup:.0f} s warm-up")
     with RecordingAPI() as api:
         served = await asyncio.to_thread(Served, spec, api, env)
         live: set[BokehViewer] = set()
@@ -94,6 +104,7 @@ async def soak(
                 "duration_s": t1 - t0,
                 "warmup_s": warmup,
                 "interval_s": interval,
+                "backlog_full_after_s": backlog * interval,
                 "sessions_opened": opened,
                 "sessions_closed": closed,
                 "sessions_failed_to_open": failed,

@@ -228,19 +228,21 @@ class Poller:
     def _submit(self) -> Future:
         with self._lock:
             if self._stopped:
-                stopped: Future = Future()
-                stopped.set_exception(SourceError(f"{self.source.provider}: the poller is stopped"))
-                return stopped
+                return self._refused("the poller is stopped")
             if self._inflight is None:
                 self._retry_token = None  # a retry still scheduled is no longer needed
                 self._inflight_since = time.monotonic()
                 try:
                     self._inflight = self._executor.submit(self._fetch)
                 except RuntimeError as exc:  # the interpreter is shutting down (a server's exit): nothing to fetch
-                    refused: Future = Future()
-                    refused.set_exception(SourceError(f"{self.source.provider}: {exc}"))
-                    return refused
+                    return self._refused(str(exc))
             return self._inflight
+
+    def _refused(self, why: str) -> Future:
+        """A fetch that will not happen, as a future that raises :class:`SourceError` saying why."""
+        future: Future = Future()
+        future.set_exception(SourceError(f"{self.source.provider}: {why}"))
+        return future
 
     def fetch_now(self) -> Future:
         """Fetch at once (the Refresh button).  Callers at the same time share one request.
@@ -250,9 +252,7 @@ class Poller:
         """
         wait = self._retry_after_until - time.monotonic()
         if wait > 0 and self._inflight is None:
-            future: Future = Future()
-            future.set_exception(SourceError(f"{self.source.provider}: rate limited, retry in {wait:.0f} s"))
-            return future
+            return self._refused(f"rate limited, retry in {wait:.0f} s")
         return self._submit()
 
     # -- the fetch: runs on the poller's worker thread --------------------------------------------------------------

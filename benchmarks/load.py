@@ -16,7 +16,16 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, first_traceback, window_stats
+from benchmarks.run import (
+    APPS,
+    BokehViewer,
+    RecordingAPI,
+    Served,
+    calls_between,
+    first_traceback,
+    traceback_kinds,
+    window_stats,
+)
 
 
 async def load(
@@ -85,6 +94,7 @@ async def load(
                 "health_sessions": None if health is None else health.get("sessions"),
                 "server_tracebacks": served.app.output().count("Traceback"),
                 "server_traceback_first": first_traceback(served.app.output()),
+                "server_traceback_kinds": traceback_kinds(served.app.output()),
                 "samples": samples,
             }
         finally:

@@ -93,6 +93,10 @@ async def one_round(server: InProcessServer, n: int, seconds: float) -> dict[str
     for chunk in batched(range(n), 5):
         viewers += await asyncio.gather(*(BokehViewer(server.url, lambda v: True).open() for _ in chunk))
     await asyncio.sleep(seconds)
+    for _ in range(120):  # and until each has had an update (the client shares this process, and its GIL)
+        if all(v.arrivals.items for v in viewers):
+            break
+        await asyncio.sleep(0.5)
     open_rss = rss_mb()
     updated = sum(1 for v in viewers if v.arrivals.items)
     await asyncio.gather(*(v.close() for v in viewers))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import itertools
 import json
@@ -557,6 +558,21 @@ def first_traceback(log: str) -> str | None:
     """The first traceback in a server log, for the report (a count alone does not say what broke)."""
     start = log.find("Traceback")
     return None if start < 0 else log[max(0, start - 200) : start + 2000]
+
+
+def traceback_kinds(log: str) -> dict[str, int]:
+    """How many tracebacks of each kind a server log holds: the exception and the frame that raised it."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        where, what = "?", "?"
+        for line in block.splitlines()[1:]:
+            if line.startswith("  File "):
+                where = line.strip()
+            elif line and not line.startswith(" "):
+                what = line.strip()[:120]
+                break
+        kinds[f"{what} ({where})"] += 1
+    return dict(kinds.most_common())
 
 
 def calls_between(api: FakeAPI, provider: str, t0: float, t1: float) -> int:

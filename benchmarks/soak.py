@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, first_traceback
+from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, first_traceback, traceback_kinds
 
 
 async def soak(
@@ -115,6 +115,7 @@ async def soak(
                 "price_calls_per_interval": calls_between(api, "coinbase", t0, t1) / ((t1 - t0) / interval),
                 "server_tracebacks": served.app.output().count("Traceback"),
                 "server_traceback_first": first_traceback(served.app.output()),
+                "server_traceback_kinds": traceback_kinds(served.app.output()),
             }
         finally:
             await asyncio.gather(*(v.close() for v in list(live)))

@@ -170,7 +170,6 @@ class Poller:
         self._retry_after_until = 0.0  # monotonic; a 429's Retry-After, which even Refresh respects
         self._retry_token: object | None = None  # the scheduled retry that is still wanted
         self._running = False
-        self._stopped = False
         self.updates = 0  # deliveries made to subscribers, for the metrics
         # The constructor calls _tick once, synchronously: it must not fetch yet (no sink is attached).
         self.frame = PeriodicDataFrame(self._tick, interval=pd.Timedelta(seconds=interval), start=False)
@@ -186,8 +185,7 @@ class Poller:
         return self
 
     def stop(self) -> None:
-        with self._lock:  # a tick or a retry already under way then submits nothing to the closed executor
-            self._running, self._stopped = False, True
+        self._running = False
         self.frame.stop()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.source.close()
@@ -227,15 +225,13 @@ class Poller:
 
     def _submit(self) -> Future:
         with self._lock:
-            if self._stopped:
-                return self._refused("the poller is stopped")
             if self._inflight is None:
                 self._retry_token = None  # a retry still scheduled is no longer needed
                 self._inflight_since = time.monotonic()
                 try:
                     self._inflight = self._executor.submit(self._fetch)
-                except RuntimeError as exc:  # the interpreter is shutting down (a server's exit): nothing to fetch
-                    return self._refused(str(exc))
+                except RuntimeError as exc:  # stop() shut the executor, or the interpreter is exiting
+                    return self._refused(f"the poller is stopped ({exc})")
             return self._inflight
 
     def _refused(self, why: str) -> Future:

@@ -22,8 +22,7 @@ from benchmarks.run import (
     RecordingAPI,
     Served,
     calls_between,
-    first_traceback,
-    traceback_kinds,
+    traceback_report,
     window_stats,
 )
 
@@ -92,9 +91,7 @@ async def load(
                 "sessions_without_updates": sum(1 for v in viewers if not v.arrivals.items),
                 "broken_sessions": len(broken),
                 "health_sessions": None if health is None else health.get("sessions"),
-                "server_tracebacks": served.app.output().count("Traceback"),
-                "server_traceback_first": first_traceback(served.app.output()),
-                "server_traceback_kinds": traceback_kinds(served.app.output()),
+                **traceback_report(served.app.output()),
                 "samples": samples,
             }
         finally:

@@ -19,61 +19,17 @@ import gc
 import json
 import os
 import sys
-import threading
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 from benchmarks.run import PAGE_SIZE, BokehViewer, RecordingAPI, batched
-from tests.helpers import fake_env
+from tests.helpers import PanelServer, fake_env
 
 
-class InProcessServer:
-    """rtdash's app on a Panel server in this process, on its own thread and loop."""
-
-    def __init__(self) -> None:
-        from panel.io.server import get_server
-        from tornado.ioloop import IOLoop
-
-        from rtdash.app import create_app
-
-        ready = threading.Event()
-
-        def run() -> None:
-            self.loop = IOLoop()
-            self.server = get_server(
-                lambda: create_app(argv=[]), port=0, address="127.0.0.1", loop=self.loop, start=False
-            )
-            self.server.start()
-            ready.set()
-            self.loop.start()
-
-        threading.Thread(target=run, daemon=True).start()
-        if not ready.wait(60):
-            raise RuntimeError("the Panel server did not start")
-        self.url = f"http://127.0.0.1:{self.server.port}/"
-
-    def on_loop(self, fn: Callable[[], Any]) -> Any:
-        """``fn()`` run on the server's loop (between two of its callbacks), and its result."""
-        done, out = threading.Event(), {}
-
-        def call() -> None:
-            out["result"] = fn()
-            done.set()
-
-        self.loop.add_callback(call)
-        if not done.wait(120):
-            raise RuntimeError("the server's loop did not answer")
-        return out["result"]
-
-    def sessions(self) -> int:
-        return self.on_loop(lambda: len(self.server.get_sessions("/")))
-
-    def stop(self) -> None:
-        self.loop.add_callback(self.server.stop)
-        self.loop.add_callback(self.loop.stop)
+def sessions(server: PanelServer) -> int:
+    return server.on_loop(lambda: len(server.server.get_sessions("/")))
 
 
 def rss_mb() -> float:
@@ -88,10 +44,10 @@ def census() -> tuple[float, collections.Counter]:
     )
 
 
-async def one_round(server: InProcessServer, n: int, seconds: float) -> dict[str, Any]:
+async def one_round(server: PanelServer, n: int, seconds: float) -> dict[str, Any]:
     viewers: list[BokehViewer] = []
     for chunk in batched(range(n), 5):
-        viewers += await asyncio.gather(*(BokehViewer(server.url, lambda v: True).open() for _ in chunk))
+        viewers += await asyncio.gather(*(BokehViewer(server.url + "/", lambda v: True).open() for _ in chunk))
     await asyncio.sleep(seconds)
     for _ in range(120):  # and until each has had an update (the client shares this process, and its GIL)
         if all(v.arrivals.items for v in viewers):
@@ -101,7 +57,7 @@ async def one_round(server: InProcessServer, n: int, seconds: float) -> dict[str
     updated = sum(1 for v in viewers if v.arrivals.items)
     await asyncio.gather(*(v.close() for v in viewers))
     for _ in range(120):  # sessions are destroyed a moment after their websocket closes
-        if await asyncio.to_thread(server.sessions) == 0:
+        if await asyncio.to_thread(sessions, server) == 0:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(3)  # Panel's debounced gc.collect
@@ -109,7 +65,7 @@ async def one_round(server: InProcessServer, n: int, seconds: float) -> dict[str
         "sessions": n,
         "updated": updated,
         "rss_open_mb": open_rss,
-        "left": await asyncio.to_thread(server.sessions),
+        "left": await asyncio.to_thread(sessions, server),
     }
 
 
@@ -118,7 +74,9 @@ async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: N
         env = fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s")
         with mock.patch.dict(os.environ, env):
             tracemalloc.start(1)
-            server = InProcessServer()
+            from rtdash.app import create_app
+
+            server = PanelServer(lambda: create_app(argv=[]))
             try:
                 await one_round(server, 2, 3)  # warm: imports, the chart templates, the first session's caches
                 traced0, counts0 = server.on_loop(census)

@@ -554,16 +554,15 @@ def window_stats(viewers: list, api: RecordingAPI, t0: float, t1: float, interva
     }
 
 
-def first_traceback(log: str) -> str | None:
-    """The first traceback in a server log, for the report (a count alone does not say what broke)."""
-    start = log.find("Traceback")
-    return None if start < 0 else log[max(0, start - 200) : start + 2000]
+TRACEBACK = "Traceback (most recent call last):"
 
 
-def traceback_kinds(log: str) -> dict[str, int]:
-    """How many tracebacks of each kind a server log holds: the exception and the frame that raised it."""
+def traceback_report(log: str) -> dict[str, Any]:
+    """A server log's tracebacks: how many, the first one's text, and how many of each kind (the exception and the
+    frame that raised it); a count alone does not say what broke.  A chained exception counts once per block."""
+    blocks = log.split(TRACEBACK)[1:]
     kinds: collections.Counter[str] = collections.Counter()
-    for block in log.split("Traceback (most recent call last):")[1:]:
+    for block in blocks:
         where, what = "?", "?"
         for line in block.splitlines()[1:]:
             if line.startswith("  File "):
@@ -572,7 +571,12 @@ def traceback_kinds(log: str) -> dict[str, int]:
                 what = line.strip()[:120]
                 break
         kinds[f"{what} ({where})"] += 1
-    return dict(kinds.most_common())
+    start = log.find(TRACEBACK)
+    return {
+        "server_tracebacks": len(blocks),
+        "server_traceback_first": None if start < 0 else log[max(0, start - 200) : start + 2000],
+        "server_traceback_kinds": dict(kinds.most_common()),
+    }
 
 
 def calls_between(api: FakeAPI, provider: str, t0: float, t1: float) -> int:
@@ -612,18 +616,16 @@ class Bench:
             "RTDASH_WEATHER_INTERVAL": f"{plan.weather_interval}s",
             "RTDASH_BACKLOG": "1000",
         }
-        out["server_log_tracebacks"] = 0
+        logs = []
         for phases in (self._main_phases, self._page_phases):
             with RecordingAPI() as api:
                 served = await asyncio.to_thread(Served, spec, api, env)
                 try:
                     out.update(await phases(spec, served, api, browser))
-                    out["server_log_tracebacks"] += served.app.output().count("Traceback")
-                    out["server_log_first_traceback"] = out.get("server_log_first_traceback") or first_traceback(
-                        served.app.output()
-                    )
+                    logs.append(served.app.output())
                 finally:
                     await asyncio.to_thread(served.stop)
+        out.update(traceback_report("\n".join(logs)))
         out["bytes"] = {}
         for backlog in plan.backlogs:
             out["bytes"][str(backlog)] = await self._bytes_phase(spec, browser, backlog)
@@ -990,7 +992,7 @@ def table(results: dict[str, dict], plan: Plan) -> str:
     row("s until no session left and CPU idle, after close", lambda r: _fmt(r.get("quiet_after_close_s")))
     row("sessions left after all viewers closed (/health)", lambda r: _fmt(r.get("sessions_after_close"), "d"))
     row("time to first render (ms)", lambda r: _fmt(r.get("ttfr_ms")))
-    row("tracebacks in the server log", lambda r: _fmt(r.get("server_log_tracebacks"), "d"))
+    row("tracebacks in the server log", lambda r: _fmt(r.get("server_tracebacks"), "d"))
     widths = [max(len(x[i]) for x in [("figure", *names), *rows]) for i in range(len(names) + 1)]
     lines = [
         "| " + " | ".join(c.ljust(w) for c, w in zip(("figure", *names), widths, strict=True)) + " |",

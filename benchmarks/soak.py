@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, first_traceback, traceback_kinds
+from benchmarks.run import APPS, BokehViewer, RecordingAPI, Served, calls_between, traceback_report
 
 
 async def soak(
@@ -113,9 +113,7 @@ async def soak(
                 "rss_end_mb": served.rss() / 2**20,
                 "rss_slope_mb_per_hour": slope,
                 "price_calls_per_interval": calls_between(api, "coinbase", t0, t1) / ((t1 - t0) / interval),
-                "server_tracebacks": served.app.output().count("Traceback"),
-                "server_traceback_first": first_traceback(served.app.output()),
-                "server_traceback_kinds": traceback_kinds(served.app.output()),
+                **traceback_report(served.app.output()),
             }
         finally:
             await asyncio.gather(*(v.close() for v in list(live)))

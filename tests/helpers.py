@@ -1,16 +1,20 @@
-"""Test helpers shared by every test module: waiting with a deadline, free ports, a served app."""
+"""Test helpers shared by every test module: waiting with a deadline, free ports, a served app (a ``panel serve``
+process, or a Panel server on a thread of this process)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -153,3 +157,55 @@ class ServedApp:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class PanelServer:
+    """A Panel server in this process, on its own thread and loop, serving ``app`` at ``/``."""
+
+    def __init__(self, app: Callable[[], object], **server_kwargs: object) -> None:
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(app, server_kwargs), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(30), "the Panel server did not start"
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+    def _run(self, app: Callable[[], object], server_kwargs: dict) -> None:
+        from panel.io.server import get_server  # Panel only where a test serves in-process
+        from tornado.ioloop import IOLoop
+
+        self.loop = IOLoop()
+        self.server = get_server(app, port=0, address="127.0.0.1", loop=self.loop, start=False, **server_kwargs)
+        self.server.start()
+        self._ready.set()
+        self.loop.start()
+
+    def new_session(self) -> None:
+        """A session, as a page request makes one (its callbacks run on the server's loop)."""
+        requests.get(self.url, timeout=30).raise_for_status()
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Keep the server's loop busy (as a slow session would) until the block ends."""
+        release = threading.Event()
+        self.loop.add_callback(release.wait, 30)
+        try:
+            yield
+        finally:
+            release.set()
+
+    def on_loop(self, fn: Callable[[], Any], timeout: float = 60) -> Any:
+        """``fn()`` run on the server's loop, between two of its callbacks, and its result."""
+        done, out = threading.Event(), {}
+
+        def call() -> None:
+            out["result"] = fn()
+            done.set()
+
+        self.loop.add_callback(call)
+        assert done.wait(timeout), "the server's loop did not answer"
+        return out["result"]
+
+    def stop(self) -> None:
+        self.loop.add_callback(self.server.stop)
+        self.loop.add_callback(self.loop.stop)
+        self._thread.join(10)

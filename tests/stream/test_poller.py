@@ -15,16 +15,13 @@ from collections.abc import Callable, Iterator
 import pandas as pd
 import panel as pn
 import pytest
-import requests
-from panel.io.server import get_server
 from streamz.dataframe import PeriodicDataFrame
-from tornado.ioloop import IOLoop
 
 from rtdash.config import Settings
 from rtdash.sources import SourceError, make_source
 from rtdash.stream import Poller, get_runtime
 from tests.fakeapi import FakeAPI
-from tests.helpers import fake_env, wait_until
+from tests.helpers import PanelServer, fake_env, wait_until
 
 INTERVAL = 0.2
 
@@ -423,43 +420,6 @@ def test_cancelled_subscribers_get_nothing(fake_api: FakeAPI, make_settings, pol
 # --- in a Panel server session: the session's own loop -----------------------------------------------------------
 
 
-class PanelServer:
-    """A Panel server in this process, on its own thread and loop, serving ``app`` at ``/``."""
-
-    def __init__(self, app: Callable[[], object], **server_kwargs: object) -> None:
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(app, server_kwargs), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(30), "the Panel server did not start"
-        self.url = f"http://127.0.0.1:{self.server.port}"
-
-    def _run(self, app: Callable[[], object], server_kwargs: dict) -> None:
-        self.loop = IOLoop()
-        self.server = get_server(app, port=0, address="127.0.0.1", loop=self.loop, start=False, **server_kwargs)
-        self.server.start()
-        self._ready.set()
-        self.loop.start()
-
-    def new_session(self) -> None:
-        """A session, as a page request makes one (its callbacks run on the server's loop)."""
-        requests.get(self.url, timeout=30).raise_for_status()
-
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        """Keep the server's loop busy (as a slow session would) until the block ends."""
-        release = threading.Event()
-        self.loop.add_callback(release.wait, 30)
-        try:
-            yield
-        finally:
-            release.set()
-
-    def stop(self) -> None:
-        self.loop.add_callback(self.server.stop)
-        self.loop.add_callback(self.loop.stop)
-        self._thread.join(10)
-
-
 @pytest.fixture
 def panel_server() -> Iterator[Callable[..., PanelServer]]:
     servers: list[PanelServer] = []
@@ -594,8 +554,6 @@ def test_an_update_due_as_its_session_is_destroyed_is_dropped_without_an_error(
         updates = poller.updates
         wait_until(lambda: poller.updates > updates, timeout=10)
     n = len(got)
-    done = threading.Event()
-    server.loop.add_callback(done.set)  # after the loop has run what was queued
-    assert done.wait(10)
+    server.on_loop(lambda: None)  # the loop has run what was queued
     assert session.destroyed and len(got) == n
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

@@ -9,7 +9,7 @@ test: system-deps install lint pytest
 # Debian's Chromium (the browser tests drive it; never a downloaded one), PostgreSQL 15 and nginx (started by tests).
 system-deps:
 	@if ! command -v chromium >/dev/null || [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v nginx >/dev/null; then \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium postgresql nginx; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-upgrade chromium postgresql nginx; \
 	fi
 
 install:

@@ -154,7 +154,9 @@ def write_markdown(text: str, path: Path) -> None:
     if start == -1:
         new = old.rstrip("\n") + "\n\n" + text
     else:
-        nxt = old.find("\n## ", start + len(SECTION))
+        # up to the next section, or to the subsection benchmarks/bench_history.py writes (kept)
+        ends = [old.find(mark, start + len(SECTION)) for mark in ("\n## ", "\n### Every point")]
+        nxt = min((i for i in ends if i != -1), default=-1)
         new = old[:start] + text + (old[nxt:] if nxt != -1 else "")
     path.write_text(new.rstrip("\n") + "\n")
 

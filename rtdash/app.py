@@ -19,8 +19,10 @@ from . import __version__
 from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
 from .logs import setup_logging
+from .notebook import extension, in_kernel, log_stream
 from .server import on_session, routes
 from .stream import get_runtime, stop_all
+from .views import OutputGuard
 from .views.history import HistoryView
 from .views.live import LiveView
 from .views.refresh import RefreshView
@@ -45,21 +47,24 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
 
     A bad setting gives a page with its one-line error (and one log line) instead of a traceback.
     """
-    pn.extension("tabulator")
+    extension()  # in a notebook: the JavaScript inline, once (rtdash.notebook)
     try:
         settings = settings if settings is not None else Settings.load(argv=argv)
     except SettingsError as exc:
         _log_once(f"rtdash: error: {exc}")
         message = html.escape(f"rtdash cannot start: {exc}")
         return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
-    setup_logging(settings)
+    setup_logging(settings, stream=log_stream())
     runtime = get_runtime(settings)
     on_session(runtime)
     status = StatusView(runtime=runtime)
-    header = pn.Row(
+    # Title left, badges right; on a narrow page (a notebook's output) the badges wrap under the title.
+    header = pn.FlexBox(
         pn.pane.HTML(f"<h1>{html.escape(TITLE)}</h1>", margin=(0, 10), align="center"),
-        pn.HSpacer(),
         status.badges,
+        justify_content="space-between",
+        align_items="center",
+        flex_wrap="wrap",
         stylesheets=[HEADER_CSS],
         sizing_mode="stretch_width",
     )
@@ -75,7 +80,10 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     )
     # The URL carries the view (tab, assets, cities, metric, range): a shared link opens the same view.
     url = sync_url(tabs, history=history, refresh=refresh)
-    return pn.Column(header, status.banner, url, tabs, sizing_mode="stretch_width")
+    # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the
+    # output is gone, so that its views end their subscriptions (rtdash.views.OutputGuard).
+    guard = [OutputGuard()] if in_kernel() else []
+    return pn.Column(header, status.banner, url, tabs, *guard, sizing_mode="stretch_width")
 
 
 @functools.cache

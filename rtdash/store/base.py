@@ -236,6 +236,43 @@ class Store(abc.ABC):
         tables = list(self._batches(sql, params, schema, 1_000_000))
         return to_frame(pa.concat_tables(tables) if tables else schema.empty_table())
 
+    def window(
+        self,
+        kind: str,
+        metric: str,
+        start: TimeLike,
+        end: TimeLike,
+        series: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Every stored value of ``metric`` with ``start <= time < end`` (either bound optional) of the given series:
+        the raw rows the History tab's "every point" mode rasterizes.
+
+        Columns ``time`` (``datetime64[us, UTC]``, straight from Arrow, no copy) and ``metric``; rows without a value
+        are left out.  The rows come in no particular order — a rasterizer needs none, and sorting ten million rows
+        costs more than reading them.  ``limit`` caps the rows read (which ones is then unspecified): ask for one
+        more than you accept to know whether there were too many.
+        """
+        _check_kind(kind)
+        _check_metric(kind, metric)
+        where, params = self._where(kind, start, end, series)
+        where += (" AND " if where else " WHERE ") + f"{metric} IS NOT NULL"
+        sql = self._window_query(kind, metric, where)
+        if limit is not None:
+            sql += " LIMIT %(limit)s"
+            params["limit"] = max(int(limit), 0)
+        schema = pa.schema([("time", pa.int64()), (metric, pa.float64())])
+        tables = list(self._window_batches(sql, params, schema))
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        table = table.set_column(0, "time", table.column(0).cast(pa.timestamp("us", tz="UTC")))
+        return table.to_pandas()
+
+    def _window_query(self, kind: str, metric: str, where: str) -> str:
+        return f"SELECT {self._epoch_us('time')} AS time, {metric} FROM {kind}{where}"
+
+    def _window_batches(self, sql: str, params: dict[str, Any], schema: pa.Schema) -> Iterator[pa.Table]:
+        return self._batches(sql, params, schema, 1_000_000)
+
     def count(
         self, kind: str, start: TimeLike = None, end: TimeLike = None, series: Sequence[str] | None = None
     ) -> int:

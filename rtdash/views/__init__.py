@@ -1,9 +1,15 @@
 """Panel components of the dashboard, one module per tab or strip."""
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import logging
+import weakref
+from collections.abc import Callable, Iterator
 
 import panel as pn
+from panel.custom import JSComponent
+
+log = logging.getLogger("rtdash")
 
 
 @contextlib.contextmanager
@@ -19,3 +25,148 @@ def one_message() -> Iterator[None]:
             yield
     else:
         yield
+
+
+# Panel's notebook CommManager (panel/models/comm_manager.ts, ``_document_changed``) sends every change of its
+# document back to the kernel, the kernel's own included: BokehJS's ClientSession skips events with ``sync`` false
+# (those it applied from the other side), Panel's comm manager does not.  So each ``ColumnDataSource.stream`` pushed
+# to a notebook came back and was streamed a second time into the kernel's copy of the data, which went out whole,
+# duplicates and all, whenever the chart was attached again (a dynamic tab shown again); and a model sent whole came
+# back with BokehJS's wrapped scalar visuals, which Bokeh cannot read (bokeh/bokeh#14364: "failed to validate
+# Line.line_color ... got Value(...)").  ``guard``, once per page, gives the comm manager the ClientSession's rule.
+#
+# JupyterLab and Notebook 7 never tell the kernel that an output is gone: pyviz_comms' JupyterLab extension (3.0.6)
+# disposes of an output (its cell re-run or cleared) by clearing its Bokeh document and would send
+# ``{event_type: "delete", id: <root id>}`` over its "hv-extension-comm" comm, but it opens that comm only while its
+# ``_comm`` is ``null``, and ``_comm`` starts (and is reset to) ``undefined`` (jupyterlab_pyviz ``get comm()``, since
+# holoviz/pyviz_comms#53; no upstream report found).  So Panel never forgot an output (``pn.state._views``) and what
+# it showed kept the kernel busy.  ``release`` sends that same message itself, to the same comm target (Panel's
+# ``pn.extension`` registers it; ``pyviz_comms.extension._process_comm_msg`` runs the delete actions: Panel's
+# ``_cleanup_panel``, then ``OutputLifetime``'s), when its output's root leaves the page's document.  A dynamic tab
+# hidden, or a layout re-rendered, removes the guard's view but leaves the root, and sends nothing.  The comm is
+# opened once per output, when it is shown, through the kernel handle the extension keeps for it
+# (``window.PyViz.kernels[root id]``; the extension lets go of it before clearing the document).  After a kernel
+# restart that comm is gone with the old kernel and nothing is sent.  Closing the notebook is not seen: JupyterLab
+# disposes of the notebook's kernel connection before its outputs, so the kernel keeps those views until the
+# outputs, shown again in the reopened notebook, are re-run or cleared, or until the kernel stops.  Elsewhere
+# (``panel serve``, VS Code, the classic notebook) there is no such handle and nothing is sent.
+OUTPUT_GUARD_ESM = """
+function guard(doc) {
+  for (const root of doc?.roots() ?? []) {
+    const proto = Object.getPrototypeOf(root)
+    if (root.constructor.__module__ !== "panel.models.comm_manager" || proto.__rtdash_sync_only) continue
+    const changed = proto._document_changed
+    proto._document_changed = function (event) {
+      if (event.sync !== false) changed.call(this, event)  // false: the change came from the kernel
+    }
+    proto.__rtdash_sync_only = true
+  }
+}
+
+const COMMS = (window.__rtdash_release_comms ??= new Map())  // root id -> its comm, one per output
+
+function release(model, view) {
+  const root = view.root.model, doc = root.document, id = root.id
+  if (doc === null || !doc.roots().includes(root)) return
+  const open = (tries) => {
+    const kernel = window.PyViz?.kernels?.[id]
+    if (COMMS.has(id) || !doc.roots().includes(root)) return
+    if (kernel !== undefined) {
+      const comm = kernel.connectToComm("hv-extension-comm")
+      comm.open()
+      COMMS.set(id, comm)
+    } else if (tries > 0) {
+      setTimeout(() => open(tries - 1), 200)
+    }
+  }
+  open(50)
+  model.on("remove", () => {
+    const comm = COMMS.get(id)
+    if (comm === undefined || doc.roots().includes(root)) return
+    COMMS.delete(id)
+    comm.send({event_type: "delete", id})
+  })
+}
+
+export function render({ model, view }) {
+  guard(view.model.document)
+  // release(model, view)
+  return document.createElement("span")
+}
+"""
+
+
+class OutputGuard(JSComponent):
+    """An invisible part of a notebook output that stops its page from echoing the kernel's changes back, and tells
+    the kernel when the output is gone (see ``OUTPUT_GUARD_ESM``).  Put it at the output's top level, not in a
+    dynamic tab (a hidden tab holds no views)."""
+
+    _esm = OUTPUT_GUARD_ESM
+
+    def __init__(self, **params):
+        super().__init__(**{"width": 0, "height": 0, "margin": 0, **params})
+
+
+class OutputLifetime:
+    """The notebook outputs showing ``panes``, and ``on_end()`` once every one of them is gone.
+
+    A notebook has no session to end with: an output is gone when the page disposes of it (its cell re-run or
+    cleared, deleted, the notebook closed), which the page tells the kernel through pyviz_comms' ``delete`` message;
+    Panel then forgets the output (``pn.state._views`` and each pane's ``_models``).  ``check()`` runs at every such
+    message and whenever its owner is about to do work.  Panes not shown yet keep their owner alive (it may be shown
+    later); panes shown twice keep it alive until both outputs are gone.
+    """
+
+    def __init__(self, panes: list[pn.viewable.Viewable], on_end: Callable[[], None]):
+        self.panes = panes
+        self.on_end = on_end
+        self.shown = False  # some output has shown the panes
+        self.ended = False
+        _LIFETIMES.add(self)
+        _watch_deletions()
+
+    def outputs(self) -> set[str]:
+        """The ids of the live outputs (root models) showing the panes."""
+        views = pn.state._views
+        refs = {ref for pane in self.panes for ref in list(pane._models) if ref in views}
+        self.shown = self.shown or bool(refs)
+        return refs
+
+    def listening(self) -> bool:
+        """Whether the page of every live output has opened its comm.  Until then Panel keeps each push and retries
+        it every 0.1 s, and the retries go out in any order."""
+        views = pn.state._views
+        comms = [views[ref][3] for ref in self.outputs() if ref in views]
+        return all(comm is None or comm._comm is not None for comm in comms)  # no comm: nothing to wait for
+
+    def check(self, deleted: str | None = None) -> bool:
+        """Whether the panes are shown, or not shown yet; if every output showing them is gone, ``on_end()``."""
+        if self.ended:
+            return False
+        if deleted is not None and not self.shown:
+            # Shown and deleted between two checks: the deleted output's document still holds the panes' models.
+            docs = {getattr(getattr(pane, "object", None), "document", None) for pane in self.panes} - {None}
+            self.shown = any(doc.get_model_by_id(deleted) is not None for doc in docs)
+        if self.outputs() or not self.shown:
+            return True
+        self.ended = True
+        _LIFETIMES.discard(self)
+        self.on_end()
+        return False
+
+
+_LIFETIMES: weakref.WeakSet[OutputLifetime] = weakref.WeakSet()
+
+
+@functools.cache
+def _watch_deletions() -> None:
+    """Once per process: check every lifetime when the page deletes an output (after Panel's own clean-up)."""
+    pn.extension.add_delete_action(_output_deleted)
+
+
+def _output_deleted(ref: str) -> None:
+    for lifetime in list(_LIFETIMES):
+        try:
+            lifetime.check(deleted=ref)
+        except Exception:  # one view's clean-up must not keep the others from theirs
+            log.warning("releasing a deleted notebook output failed", exc_info=True)

@@ -1,17 +1,24 @@
 """The History tab: any stored range of one metric, for an asset or several cities, and its export.
 
-Two levels of aggregation keep millions of stored rows interactive:
+Each library does the reduction it is built for, always on the server:
 
 - the database reduces the selected range to at most ``POINTS`` buckets per series (mean, min, max, count per
-  bucket; :meth:`Store.aggregate`), so a month of one-second rows arrives as a few ten thousand points;
-- HoloViews' ``downsample1d`` (LTTB) reduces those to about one point per pixel for the browser, again on every
-  zoom, on the server.  Zooming in further than the loaded buckets resolve asks the database for finer buckets
-  of the visible window, which replace the coarse ones there.
+  bucket; :meth:`Store.aggregate`), so a month of one-second rows arrives as a few ten thousand points; zooming in
+  further than the loaded buckets resolve asks it for finer buckets of the visible window;
+- a few series (up to ``DENSE_SERIES``) are lines declared with hvPlot (``.hvplot.line``: colours, legend, hover of
+  time, mean, min, max and count; gaps break the lines), thinned to about one point per pixel by HoloViews'
+  ``downsample1d`` (LTTB) at every zoom;
+- more series than that would be a tangle of lines: datashader rasterizes them into one line-density image (how many
+  series cross each pixel; hover gives the count), re-aggregated at every zoom, with the ``highlight`` series drawn
+  as an hvPlot line on top; a click on the chart highlights the series nearest to it and names it;
+- "every point" mode (``every_point``) rasterizes the raw rows of the visible range with datashader at the plot's
+  pixel resolution (no bucket means): the database reads only the visible window (:meth:`Store.window`); the rows
+  are held in time order, so that a zoom re-aggregates a slice of them at once, and a zoom or pan outside them, or
+  onto less than a ``SHRINK``-th of them, reads the new visible window (off the event loop) to replace them.
 
-Line charts of a few series fit ``downsample1d`` better than datashader's ``rasterize``: lines keep their colours,
-legend and hover (time, mean, min, max, count).  Queries and exports run on a worker thread, never on the
-server's event loop.  City names come from data: they reach the page only as widget options, legend labels and
-hover values, which Bokeh renders as text; every message is escaped.
+Queries and exports run on a worker thread, never on the server's event loop.  City names come from data: they
+reach the page only as widget options, legend labels and hover values, which Bokeh renders as text; every message
+is escaped.
 """
 
 from __future__ import annotations
@@ -21,17 +28,24 @@ import html
 import io
 import itertools
 import math
+import threading
 from functools import partial
 
+import datashader as ds
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh backend used by the options below
+import hvplot.pandas  # noqa: F401  registers DataFrame.hvplot
+import numpy as np
 import pandas as pd
 import panel as pn
 import param
 import pyarrow as pa
 import pyarrow.parquet as pq
+from bokeh.models import DatetimeTicker, DatetimeTickFormatter
+from bokeh.palettes import Blues256
+from holoviews.operation.datashader import rasterize
 from holoviews.operation.downsample import downsample1d
-from holoviews.streams import Pipe, RangeX
+from holoviews.streams import Params, Pipe, PlotSize, RangeX, RangeXY, Tap
 
 from ..sources import COLUMNS, SERIES, UNITS
 from ..store import Store
@@ -41,10 +55,17 @@ RANGES = {"Last hour": pd.Timedelta("1h"), "Last day": pd.Timedelta("1D"), "Last
 SPANS = [*RANGES, "All", "Custom"]
 METRICS = {"price": "Price", "temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 POINTS = 20_000  # database buckets per series per query
+DENSE_SERIES = 10  # more series than this are drawn as a datashaded line density, not as lines
+DENSE_POINTS = 2_000  # buckets per series per query for a density: datashader needs about one per pixel
 SCREEN_POINTS = 1_500  # points per series sent to the browser; fewer loaded buckets in view → ask for finer ones
+MAX_RAW_ROWS = 20_000_000  # rows "every point" holds at most (16 bytes each); more in view → zoom in first
+SHRINK = 4  # "every point" reads the visible window again when the rows held span more than this many views
 MIN_STEP = pd.Timedelta("1ms")
 GAP_STEPS = 3  # a jump of more than this many buckets (or typical spacings) breaks the line
 TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
+HEIGHT = 440
+DENSITY_CMAP = list(reversed(Blues256))[48:]  # light to dark blue: more lines or rows in a pixel
+HIGHLIGHT_COLOR = "#dc2626"
 MESSAGE_CSS = """
 .message {font: 14px/1.4 system-ui, sans-serif; border-radius: 6px; padding: 10px 14px; border: 1px solid;
           overflow-wrap: anywhere}
@@ -75,6 +96,68 @@ def break_gaps(df: pd.DataFrame, key: str, values: list[str], step: pd.Timedelta
     return pd.concat([df, breaks]).sort_values([key, "time"], kind="stable", ignore_index=True)
 
 
+def separate_series(df: pd.DataFrame, key: str, values: list[str]) -> pd.DataFrame:
+    """``df`` (sorted by ``key`` then time) with a NaN row before the first row of every series but the first, so
+    that one line through all rows (a datashader line aggregation) never joins the end of a series to the next."""
+    starts = np.flatnonzero(df[key].to_numpy()[1:] != df[key].to_numpy()[:-1]) + 1
+    if not len(starts):
+        return df
+    breaks = df.iloc[starts].copy()
+    breaks[values] = math.nan
+    order = np.concatenate([np.arange(len(df)), starts - 0.5])  # each break just before its series' first row
+    return pd.concat([df, breaks], ignore_index=True).iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
+
+def nearest_series(frame: pd.DataFrame, key: str, value: str, x: pd.Timestamp, y: float) -> str | None:
+    """The series of ``frame`` (buckets: time, ``key``, ``value``) whose value at the time nearest to ``x`` is
+    nearest to ``y``: what a click on a density of many lines points at."""
+    rows = frame.dropna(subset=[value])
+    if rows.empty:
+        return None
+    closest = (rows["time"] - x).abs().groupby(rows[key], sort=False, observed=True).idxmin()
+    at_x = rows.loc[closest.to_numpy()]
+    return str(at_x.loc[(at_x[value] - y).abs().idxmin(), key])
+
+
+def _epoch_ms(value) -> float:
+    """A plot's x value (epoch milliseconds, or a time: naive is UTC) as epoch milliseconds."""
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    return _naive_utc(value).value / 1e6
+
+
+def _naive_utc(value) -> pd.Timestamp:
+    """A plot's x value (naive UTC, a datetime64 or epoch milliseconds) as a UTC timestamp; ``NaT`` for anything
+    else (a browser's range or click is outside input: a value no time can have is ignored, never raised)."""
+    try:
+        if isinstance(value, int | float | np.integer | np.floating):
+            return pd.Timestamp(float(value), unit="ms", tz="UTC")
+        ts = pd.Timestamp(value)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    except (TypeError, ValueError, OverflowError):  # OutOfBoundsDatetime is a ValueError
+        return pd.NaT
+
+
+_warming = threading.Lock()
+_warmed = False
+
+
+def warm_datashader() -> None:
+    """Compile datashader's kernels for the two aggregations the tab uses (points and lines of a time series, counted)
+    on a few rows, so that a server's first dense view does not wait for numba (2-4 s each, once per process).  Run on
+    a thread when a session first changes the History selection; safe to call many times."""
+    global _warmed
+    with _warming:
+        if _warmed:
+            return
+        rows = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=3, freq="1s", unit="us"), "v": [1.0, 2, 3]})
+        points = rows.assign(time=[0.0, 1000.0, 2000.0])  # "every point" holds epoch milliseconds
+        rasterize(hv.Points(points, ["time", "v"]), aggregator=ds.count(), dynamic=False, width=4, height=4)
+        line = ds.count(self_intersect=False)
+        rasterize(hv.Curve(rows, "time", "v"), aggregator=line, dynamic=False, width=4, height=4)
+        _warmed = True
+
+
 class HistoryView(pn.viewable.Viewer):
     """The History tab for the store of ``runtime`` (``runtime.store``; ``None`` means history is off)."""
 
@@ -85,6 +168,12 @@ class HistoryView(pn.viewable.Viewer):
     metric = param.Selector(default="price", objects=list(METRICS))
     asset = param.Selector(default=None, objects=[], allow_None=True, doc="The asset whose price is shown.")
     cities = param.ListSelector(default=[], objects=[], doc="The cities whose weather is shown.")
+    every_point = param.Boolean(
+        default=False, doc="Rasterize every stored row of the visible range (datashader) instead of bucket means."
+    )
+    highlight = param.Selector(
+        default=None, objects=[], allow_None=True, doc="The series drawn as a line over a density of many series."
+    )
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -93,12 +182,18 @@ class HistoryView(pn.viewable.Viewer):
         self.store: Store | None = getattr(self.runtime, "store", None)
         self._requests = itertools.count()
         self._latest = -1
+        self._windows = itertools.count()  # "every point" reads of a zoomed window; only the newest is shown
+        self._latest_window = -1
         self._known = {"price": list(self.settings.assets), "weather": list(self.settings.cities)}
         with param.parameterized.discard_events(self):  # no widgets yet, and nothing to load before __init__ ends
             self._set_series_options()
-        self._frame: pd.DataFrame | None = None  # the coarse buckets of the whole range
+        self._mode = "lines"  # what is shown: "lines", "density" (many series) or "points" (every point)
+        self._frame: pd.DataFrame | None = None  # the coarse buckets of the whole range, or the raw rows held
         self._fine: tuple[pd.Timestamp, pd.Timestamp, pd.Timedelta] | None = None  # window of finer buckets
+        self._held: tuple[pd.Timestamp, pd.Timestamp] | None = None  # the window whose raw rows are held
         self._pipe: Pipe | None = None
+        self._zoom: RangeX | RangeXY | None = None
+        self._tap: Tap | None = None
         self._bounds: tuple[pd.Timestamp, pd.Timestamp] | None = None
         self._step = MIN_STEP
 
@@ -110,9 +205,15 @@ class HistoryView(pn.viewable.Viewer):
         self._cities = pn.widgets.MultiSelect.from_param(
             self.param.cities, label="Cities", description=None, size=5, width=240
         )
+        every = pn.widgets.Checkbox.from_param(
+            self.param.every_point, name="Every point (datashader)", margin=(28, 10, 10, 10)
+        )
+        self._highlight = pn.widgets.Select.from_param(
+            self.param.highlight, label="Highlight", description=None, width=200, visible=False
+        )
         self._message = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
         self._summary = pn.pane.Str("", styles={"color": "#4b5563", "font-size": "13px"})
-        self._plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=460, visible=False)
+        self._plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=HEIGHT + 20, visible=False)
         self._body = pn.Column(self._message, self._summary, self._plot, min_height=120, sizing_mode="stretch_width")
         self._csv = pn.widgets.FileDownload(
             callback=partial(self._download, "csv"), filename="rtdash.csv", label="Export CSV", width=150
@@ -122,7 +223,7 @@ class HistoryView(pn.viewable.Viewer):
         )
         self._layout = pn.Column(
             pn.Row(span, self._custom),
-            pn.Row(metric, self._asset, self._cities),
+            pn.Row(metric, self._asset, self._cities, every, self._highlight),
             self._body,
             pn.Row(self._csv, self._parquet),
             sizing_mode="stretch_width",
@@ -151,6 +252,11 @@ class HistoryView(pn.viewable.Viewer):
     def series(self) -> list[str]:
         return ([self.asset] if self.asset else []) if self.kind == "price" else list(self.cities)
 
+    @property
+    def dense(self) -> bool:
+        """Whether the selection holds too many series to draw as lines."""
+        return len(self.series) > DENSE_SERIES
+
     def _set_series_options(self) -> None:
         assets = sorted(set(self._known["price"]))
         self.param.asset.objects = assets
@@ -162,20 +268,31 @@ class HistoryView(pn.viewable.Viewer):
         if chosen != self.cities:
             self.cities = chosen
 
+    def _set_highlight_options(self) -> None:
+        series = self.series
+        self.param.highlight.objects = series
+        if self.highlight not in series:
+            with param.parameterized.discard_events(self):  # chosen with the selection: nothing to redraw yet
+                self.highlight = series[0] if series else None
+
     def _custom_picked(self, event) -> None:
         if event.new and all(event.new):
             self.custom = tuple(utc(v) for v in event.new)  # the picker's times are read as UTC
 
-    @param.depends("span", "metric", watch=True)
+    @param.depends("span", "metric", "cities", "every_point", watch=True)
     def _sync_visibility(self) -> None:
         self._custom.visible = self.span == "Custom"
         self._asset.visible = self.kind == "price"
         self._cities.visible = self.kind == "weather"
+        self._set_highlight_options()
+        self._highlight.visible = self.dense and not self.every_point
 
-    @param.depends("span", "custom", "metric", "asset", "cities", watch=True)
+    @param.depends("span", "custom", "metric", "asset", "cities", "every_point", watch=True)
     def _changed(self) -> None:
         if self.store is None:
             return
+        if _in_session() and not _warmed:  # someone uses the tab: its dense views may follow
+            threading.Thread(target=warm_datashader, name="rtdash-warm-datashader", daemon=True).start()
         if self.span == "Custom" and not self.custom:
             self._say("Pick the start and the end of the custom range (UTC) above.")
             return
@@ -200,15 +317,29 @@ class HistoryView(pn.viewable.Viewer):
     # -- loading ------------------------------------------------------------------------------------------------------
 
     def _query(self) -> tuple:
-        """Runs on a worker thread: the series the store knows, the range, its buckets."""
+        """Runs on a worker thread: the series the store knows, the range, what to draw and its data."""
         known = {kind: self.store.series(kind) for kind in ("price", "weather")}
+        mode = "points" if self.every_point else "density" if self.dense else "lines"
         bounds = self.time_range()
         if bounds is None:
-            return known, None, None, None
+            return known, None, mode, None, None
         start, end = bounds
-        step = max((end - start) / POINTS, MIN_STEP)
+        if mode == "points":
+            return known, bounds, mode, None, self._read_window(bounds)
+        step = max((end - start) / (DENSE_POINTS if mode == "density" else POINTS), MIN_STEP)
         frame = self.store.aggregate(self.kind, start, end, step, self.series, self.metric)
-        return known, bounds, step, frame
+        return known, bounds, mode, step, frame
+
+    def _read_window(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
+        """Every row of ``window`` (at most one more than ``MAX_RAW_ROWS``), times as epoch milliseconds."""
+        rows = self.store.window(self.kind, self.metric, *window, self.series, limit=MAX_RAW_ROWS + 1)
+        times = rows["time"].dt.tz_convert(None).to_numpy().view("int64") / 1000.0  # UTC as naive: no copy
+        values = rows[self.metric].to_numpy()
+        if not (times[1:] >= times[:-1]).all():
+            # Rows come as the database stores them: mostly a few runs in time order, which timsort merges fast.
+            order = np.argsort(times, kind="stable")
+            times, values = times[order], values[order]
+        return pd.DataFrame({"time": times, self.metric: values}, copy=False)  # in time order: a view is a slice
 
     def load(self) -> None:
         """Query and show the selection now, on this thread (scripts, notebooks, tests, benchmarks)."""
@@ -240,72 +371,223 @@ class HistoryView(pn.viewable.Viewer):
         self._say(f"The history store did not answer: {text}", "error")
 
     def _show(self, result: tuple) -> None:
-        known, bounds, step, frame = result
+        known, bounds, mode, step, frame = result
         for kind, names in known.items():
             self._known[kind] = list(dict.fromkeys([*self._known[kind], *names]))
         self._set_series_options()
+        self._set_highlight_options()
         if not self.series:
             return self._empty("Pick at least one city.")
-        what = f"{METRICS[self.metric].lower()} of {', '.join(self.series)}"
+        what = f"{METRICS[self.metric].lower()} of {_names(self.series)}"
         if bounds is None:
             return self._empty(f"No {what} is stored yet.")
         start, end = bounds
+        between = f"between {start.strftime(TIME_FORMAT)} and {end.strftime(TIME_FORMAT)}"
         if frame.empty:
+            return self._empty(f"No {what} stored {between}.")
+        if mode == "points" and len(frame) > MAX_RAW_ROWS:
             return self._empty(
-                f"No {what} stored between {start.strftime(TIME_FORMAT)} and {end.strftime(TIME_FORMAT)}."
+                f"More than {MAX_RAW_ROWS:,} rows of {what} {between}: pick a shorter range for every point, "
+                "or turn it off to see bucket means.",
+                "warning",
             )
-        self._bounds, self._step, self._frame, self._fine = bounds, step, frame, None
-        rows = int(frame["count"].sum())
-        detail = "every row" if (frame["count"] == 1).all() else f"means over {_duration(step)} buckets"
+        self._bounds, self._step, self._frame, self._fine, self._mode = bounds, step or MIN_STEP, frame, None, mode
+        self._held = bounds if mode == "points" else None
+        rows = len(frame) if mode == "points" else int(frame["count"].sum())
+        if mode == "points":
+            detail = "every row, rasterized by datashader at pixel resolution"
+        else:
+            detail = "every row" if (frame["count"] == 1).all() else f"means over {_duration(step)} buckets"
+            if mode == "density":
+                detail += f"; {len(self.series)} series as a line density (datashader), one highlighted"
         self._summary.object = (
             f"{rows:,} rows from {start.strftime(TIME_FORMAT)} to {end.strftime(TIME_FORMAT)}, shown as {detail}"
         )
         self._message.visible = False
-        self._pipe = Pipe(data=self._plot_data(frame, step))
-        dmap = hv.DynamicMap(partial(self._overlay, self.kind, self.metric), streams=[self._pipe])
-        zoom = RangeX()
-        zoom.param.watch(self._zoomed, "x_range")
-        self._plot.object = downsample1d(dmap, width=SCREEN_POINTS, streams=[zoom])
-        self._zoom = zoom
+        self._plot.object = {"lines": self._lines_plot, "density": self._density_plot, "points": self._points_plot}[
+            mode
+        ](frame)
         self._plot.visible = True
 
-    def _empty(self, text: str) -> None:
-        self._frame, self._pipe = None, None
+    def _empty(self, text: str, level: str = "info") -> None:
+        self._frame, self._pipe, self._zoom, self._held = None, None, None, None
         self._summary.object = ""
         self._plot.param.update(object=None, visible=False)
-        self._say(text)
+        self._say(text, level)
 
     # -- plotting -----------------------------------------------------------------------------------------------------
 
     def _plot_data(self, frame: pd.DataFrame, step: pd.Timedelta) -> pd.DataFrame:
         key = SERIES[self.kind]
-        out = break_gaps(frame, key, [self.metric, "min", "max"], step)
-        return out.assign(time=out["time"].dt.tz_localize(None))  # Bokeh shows naive times as they are: UTC
+        out = break_gaps(frame, key, [self.metric, "min", "max", "count"], step)
+        return out.assign(time=out["time"].dt.tz_convert(None))  # Bokeh shows naive times as they are: UTC
 
-    def _overlay(self, kind: str, metric: str, data: pd.DataFrame) -> hv.NdOverlay:
-        key = SERIES[kind]
+    def _dims(self) -> dict[str, hv.Dimension]:
+        """Labels and unit of time and the current metric, for axes and hover: ``.redim(**self._dims())``."""
+        metric = self.metric
         unit = self.settings.quote if metric == "price" else UNITS[self.settings.units][metric]
-        value = hv.Dimension(metric, label=METRICS[metric], unit=unit)
-        vdims = [value, hv.Dimension("min"), hv.Dimension("max"), hv.Dimension("count")]
-        curves = {
-            name: hv.Curve(group, hv.Dimension("time", label="Time (UTC)"), vdims, label=str(name)).opts(
-                tools=["hover"], line_width=1.5, responsive=True, height=440
-            )
-            for name, group in data.groupby(key, sort=True)
+        return {
+            "time": hv.Dimension("time", label="Time (UTC)"),
+            metric: hv.Dimension(metric, label=METRICS[metric], unit=unit),
         }
-        overlay = hv.NdOverlay(curves, kdims=[hv.Dimension(key, label=key.title())]).relabel(METRICS[metric])
-        return overlay.opts(  # not batched: one glyph per series keeps the hover's values per point
-            legend_position="top_left", show_legend=kind == "weather", batched=False, responsive=True, height=440
+
+    def _lines_plot(self, frame: pd.DataFrame) -> hv.DynamicMap:
+        """A few series: hvPlot lines, thinned per pixel by ``downsample1d`` at every zoom."""
+        self._pipe = Pipe(data=self._plot_data(frame, self._step))
+        dmap = hv.DynamicMap(partial(self._lines, self.kind, self.metric), streams=[self._pipe])
+        self._zoom = RangeX()
+        self._zoom.param.watch(self._zoomed, "x_range")
+        return downsample1d(dmap, width=SCREEN_POINTS, streams=[self._zoom])
+
+    def _lines(self, kind: str, metric: str, data: pd.DataFrame) -> hv.NdOverlay:
+        return data.hvplot.line(
+            x="time",
+            y=metric,
+            by=SERIES[kind],
+            hover_cols=["min", "max", "count"],
+            legend="top_left" if kind == "weather" else False,
+            line_width=1.5,
+            responsive=True,
+            height=HEIGHT,
+            title=METRICS[metric],
+        ).redim(**self._dims())
+
+    def _density_plot(self, frame: pd.DataFrame) -> hv.DynamicMap:
+        """Many series: datashader's line density of all of them, re-aggregated at every zoom, with the highlighted
+        series drawn as an hvPlot line on top; a click highlights the series nearest to it."""
+        self._pipe = Pipe(data=self._plot_data(frame, self._step))
+        self._zoom = RangeXY()
+        self._zoom.param.watch(self._zoomed, "x_range")
+        lines = hv.DynamicMap(partial(self._all_lines, self.kind, self.metric), streams=[self._pipe])
+        density = rasterize(lines, aggregator=ds.count(self_intersect=False), streams=[self._zoom, PlotSize()]).opts(
+            cmap=DENSITY_CMAP,
+            cnorm="eq_hist",
+            tools=["hover", "tap"],
+            colorbar=True,
+            clabel="series per pixel",
+            responsive=True,
+            height=HEIGHT,
         )
+        chosen = Params(self, ["highlight"])
+        highlighted = hv.DynamicMap(partial(self._highlighted, self.kind, self.metric), streams=[self._pipe, chosen])
+        self._tap = Tap(source=density)
+        self._tap.param.watch(self._tapped, ["x", "y"])
+        return (density * highlighted).opts(responsive=True, height=HEIGHT)
+
+    def _all_lines(self, kind: str, metric: str, data: pd.DataFrame) -> hv.Curve:
+        """One line through every series (NaN between them), for datashader's line aggregation."""
+        joined = separate_series(data, SERIES[kind], [metric, "min", "max"])
+        return joined.hvplot.line(x="time", y=metric, sort_date=False).redim(**self._dims())
+
+    def _highlighted(self, kind: str, metric: str, data: pd.DataFrame, highlight: str | None) -> hv.Curve:
+        key = SERIES[kind]
+        rows = data[data[key] == highlight] if highlight is not None else data.iloc[:0]
+        return rows.hvplot.line(
+            x="time",
+            y=metric,
+            hover_cols=[key, "min", "max", "count"],
+            color=HIGHLIGHT_COLOR,
+            line_width=2,
+            responsive=True,
+            height=HEIGHT,
+        ).redim(**self._dims())
+
+    def _tapped(self, *events) -> None:
+        """A click on the density: the series nearest to it is highlighted and named."""
+        if self._frame is None or self._mode != "density" or self._tap.x is None or self._tap.y is None:
+            return
+        x = _naive_utc(self._tap.x)
+        if pd.isna(x) or not isinstance(self._tap.y, int | float) or not math.isfinite(self._tap.y):
+            return
+        name = nearest_series(self._frame, SERIES[self.kind], self.metric, x, float(self._tap.y))
+        if name is not None:
+            self.highlight = name
+            self._say(f"Nearest series to the click: {name} (highlighted).")
+
+    def _points_plot(self, frame: pd.DataFrame) -> hv.DynamicMap:
+        """Every point: datashader rasterizes the raw rows held, at pixel resolution, on every zoom or pan; a window
+        outside them is read from the database (off the event loop) and replaces them.
+
+        Times are held as epoch milliseconds (a float column, on a date-formatted axis): HoloViews hands numbers to
+        datashader as they are, where datetimes would be copied and converted on every zoom.
+        """
+        self._pipe = Pipe(data=frame)
+        self._zoom = RangeXY()
+        self._zoom.param.watch(self._points_zoomed, "x_range")
+        points = hv.DynamicMap(partial(self._points, self.metric), streams=[self._pipe, self._zoom])
+        value = self._dims()[self.metric]
+        return rasterize(points, aggregator=ds.count(), streams=[self._zoom, PlotSize()]).opts(
+            cmap=DENSITY_CMAP,
+            cnorm="eq_hist",
+            tools=["hover"],
+            hover_tooltips=[("Time (UTC)", "$x{%F %T}"), (value.pprint_label, "$y"), ("Rows", "@image")],
+            hover_formatters={"$x": "datetime"},
+            xformatter=DatetimeTickFormatter(),
+            xticks=DatetimeTicker(),
+            colorbar=True,
+            clabel="rows per pixel",
+            responsive=True,
+            height=HEIGHT,
+        )
+
+    def _points(self, metric: str, data: pd.DataFrame, x_range=None, y_range=None) -> hv.Points:
+        """The rows in view (a slice of the rows held, so that the aggregation reads only those) as hvPlot points."""
+        if x_range is not None and len(data) and not any(pd.isna(_naive_utc(x)) for x in x_range):
+            times = data["time"]
+            lo = times.searchsorted(_epoch_ms(x_range[0]), "left")
+            hi = times.searchsorted(_epoch_ms(x_range[1]), "right")
+            data = data.iloc[lo:hi]  # rows in time order: a slice, no copy
+        return data.hvplot.points(x="time", y=metric).redim(**self._dims())
+
+    def _points_zoomed(self, event) -> None:
+        """A zoom or pan in "every point" mode: datashader re-aggregates the rows held at once; when the visible
+        window reaches outside them (a zoom out, a pan), or they span many views (a zoom in), the visible window's
+        rows are read from the database and replace them."""
+        if event.new is None or self._held is None or self._pipe is None:
+            return
+        x0, x1 = (_naive_utc(x) for x in event.new)
+        if pd.isna(x0) or pd.isna(x1):  # the plot before its first draw
+            return
+        start, end = self._bounds
+        window = (max(start, x0), min(end, x1))
+        if window[1] <= window[0]:
+            return
+        held = self._held
+        if held[0] <= window[0] and window[1] <= held[1] and held[1] - held[0] <= SHRINK * (window[1] - window[0]):
+            return  # the rows held cover the view, and not many more: nothing to read
+        request = self._latest
+        if _in_session():
+            pn.state.execute(partial(self._read_async, window, request))
+        else:
+            self._replace_rows(window, self._read_window(window), request, self._latest_window)
+
+    async def _read_async(self, window: tuple[pd.Timestamp, pd.Timestamp], request: int) -> None:
+        ticket = self._latest_window = next(self._windows)
+        try:
+            rows = await asyncio.to_thread(self._read_window, window)
+        except Exception as exc:
+            self._error(exc)
+            return
+        self._replace_rows(window, rows, request, ticket)
+
+    def _replace_rows(self, window, rows: pd.DataFrame, request: int, ticket: int) -> None:
+        if request != self._latest or ticket != self._latest_window or self._mode != "points" or self._pipe is None:
+            return  # the selection changed, or a newer zoom asked for another window, meanwhile
+        if len(rows) > MAX_RAW_ROWS:
+            self._say(f"More than {MAX_RAW_ROWS:,} rows in view: zoom in to see every one of them.", "warning")
+            return
+        self._message.visible = False
+        self._held, self._frame = window, rows
+        self._pipe.send(rows)
 
     def _zoomed(self, event) -> None:
-        """A zoom or pan: ``downsample1d`` re-picks the points; when the loaded buckets are too coarse for the
-        visible window, finer ones are asked for (off the event loop)."""
+        """A zoom or pan on buckets: ``downsample1d`` or datashader re-draws at once; when the loaded buckets are
+        too coarse for the visible window, finer ones are asked for (off the event loop)."""
         if event.new is None or self._frame is None or self._pipe is None:
             return
-        x0, x1 = (
-            pd.Timestamp(x).tz_localize("UTC") if pd.Timestamp(x).tzinfo is None else pd.Timestamp(x) for x in event.new
-        )
+        x0, x1 = (_naive_utc(x) for x in event.new)
+        if pd.isna(x0) or pd.isna(x1):  # the plot before its first draw
+            return
         span = x1 - x0
         step = self._step
         if self._fine is not None and self._fine[0] <= x0 and x1 <= self._fine[1]:
@@ -321,7 +603,8 @@ class HistoryView(pn.viewable.Viewer):
             self._refine(window, self._fetch_window(window), request)
 
     def _fetch_window(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> tuple[pd.DataFrame, pd.Timedelta]:
-        step = max((window[1] - window[0]) / POINTS, MIN_STEP)
+        points = DENSE_POINTS if self._mode == "density" else POINTS
+        step = max((window[1] - window[0]) / points, MIN_STEP)
         return self.store.aggregate(self.kind, *window, step, self.series, self.metric), step
 
     async def _refine_async(self, window: tuple[pd.Timestamp, pd.Timestamp], request: int) -> None:
@@ -333,7 +616,7 @@ class HistoryView(pn.viewable.Viewer):
         self._refine(window, result, request)
 
     def _refine(self, window, result: tuple[pd.DataFrame, pd.Timedelta], request: int) -> None:
-        if request != self._latest or self._frame is None or self._pipe is None:
+        if request != self._latest or self._frame is None or self._pipe is None or self._mode == "points":
             return  # the selection changed meanwhile
         fine, step = result
         coarse = self._frame
@@ -341,7 +624,8 @@ class HistoryView(pn.viewable.Viewer):
         key = SERIES[self.kind]
         merged = pd.concat([outside, fine]).sort_values([key, "time"], kind="stable", ignore_index=True)
         self._fine = (*window, step)
-        self._pipe.send(self._plot_data(merged, step))
+        # Gaps are judged by the coarse buckets: finer ones in the window must not cut the coarse line around it.
+        self._pipe.send(self._plot_data(merged, self._step))
 
     # -- export -------------------------------------------------------------------------------------------------------
 
@@ -389,6 +673,13 @@ def _in_session() -> bool:
 
 def _arrow_type(column: str) -> pa.DataType:
     return pa.string() if column in LABELS else pa.float64()
+
+
+def _names(series: list[str], shown: int = 5) -> str:
+    """``series`` for a message: all of a few, the first ``shown`` and a count of the rest of many."""
+    if len(series) <= shown:
+        return ", ".join(series)
+    return f"{', '.join(series[:shown])} and {len(series) - shown} more"
 
 
 def _duration(step: pd.Timedelta) -> str:

@@ -1,7 +1,9 @@
 """The Live tab: latest prices with their change, and streaming price and weather charts.
 
-Rows come from the shared pollers (one subscription per session) and go into one ``holoviews.streams.Buffer``
-per series and chart, so HoloViews streams only the new points to the browser (``ColumnDataSource.stream``).  The
+Each chart is declared with hvPlot on the sources' tidy rows (``rows.hvplot.line(by=...)``: one line per asset or
+city) and drawn by HoloViews once per process; every session gets its own copy of the Bokeh models it made
+(:func:`copy_models`).  Rows come from the shared pollers (one subscription per session) and go straight into each
+line's ``ColumnDataSource.stream(..., rollover=backlog)``, so only the new points travel to the browser.  The
 browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan, while points keep arriving, until the
 plot's reset tool is used.
 """
@@ -11,29 +13,30 @@ from __future__ import annotations
 import bisect
 import functools
 import html
-import json
 import math
-import re
 import threading
+from collections.abc import Callable, Collection
 from typing import ClassVar, NamedTuple
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh plotting options used below
+import hvplot.pandas  # noqa: F401  (adds .hvplot to DataFrames)
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
 from bokeh.document import Document
+from bokeh.document.json import DocJson
 from bokeh.model import Model
 from bokeh.models import ColumnDataSource, DataRange1d, NumeralTickFormatter
 from bokeh.palettes import Category10_10
 from bokeh.util.serialization import make_id
 from panel.custom import JSComponent
 
-from ..sources import SERIES, UNITS
+from ..sources import SERIES, UNITS, empty_frame
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
-from . import one_message
+from . import OutputGuard, OutputLifetime, one_message
 
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
 CHART_HEIGHT = 300
@@ -104,44 +107,73 @@ def with_gaps(times: np.ndarray, values: np.ndarray, gap_ms: float) -> Series:
     return Series(times.tolist(), values.tolist())
 
 
+def copy_models(doc_json: DocJson, ids: Collection[str]) -> tuple[Document, dict[str, str]]:
+    """A new document made from ``doc_json`` (``Document.to_json(deferred=False)``) in which each model whose id is in
+    ``ids`` gets a new one (``make_id``: ``p123`` in a server, a UUID in a notebook), and the map from old ids to new.
+
+    A Bokeh model belongs to one document, and neither Bokeh nor Panel copies a whole model graph: ``Model.clone``
+    is shallow (child models are shared; a deep variant was proposed in bokeh/bokeh#12823 and not made), and
+    ``Document.from_json`` keeps the ids it is given.  So the ids are renamed in Bokeh's serialized form, where a model
+    is ``{"type": "object", "name": ..., "id": ...}`` and a reference to it ``{"id": ...}``: only ``id`` entries of
+    such objects are touched, never a string value.
+    """
+    new: dict[str, str] = {}
+
+    def renamed(rep):
+        if isinstance(rep, dict):
+            out = {key: renamed(value) for key, value in rep.items()}
+            old = rep.get("id")
+            if isinstance(old, str) and old in ids:
+                if old not in new:
+                    new[old] = make_id()
+                out["id"] = new[old]
+            return out
+        if isinstance(rep, list):
+            return [renamed(value) for value in rep]
+        return rep
+
+    return Document.from_json(renamed(doc_json)), new
+
+
 class FigureTemplate:
     """A chart drawn once by HoloViews, copied for every session (a Bokeh model belongs to one document).
 
-    Drawing with HoloViews takes a quarter of a second per chart; a copy of the models it made takes a tenth of that.
-    The copy is the template's JSON with fresh ids, without the template's points.
+    ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
+    lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
+    template's points (:func:`copy_models`), about a fifth of that, nearly all of it in Bokeh's ``Document.from_json``.
     """
 
-    def __init__(self, overlay: hv.Overlay):
-        plot = hv.renderer("bokeh").get_plot(overlay)
-        lines = plot.subplots.values() if getattr(plot, "subplots", None) else [plot]
-        sources = {line.current_frame.label: line.handles["source"] for line in lines}
+    def __init__(self, chart: hv.NdOverlay, value: str):
+        # The browser keeps the ranges (setup_figure); the server never sets them.
+        plot = hv.renderer("bokeh").get_plot(chart.opts(apply_ranges=False, hooks=[setup_figure], clone=True))
+        sources = {_series(key): line.handles["source"] for key, line in plot.subplots.items()}
         for source in sources.values():
-            source.data = {name: [] for name in source.data}
+            source.data = {"time": [], value: []}  # hvPlot's copy of the series column is not streamed
         # Canvas, not the WebGL HoloViews picks: a browser without a GPU (a VM, a remote desktop, headless Chromium)
         # renders WebGL in software, and 20 such pages on 2 cores fell seconds behind; a line of 10k points is
         # cheap on a canvas (BENCHMARKS.md: fetch-to-pixel).
         plot.state.output_backend = "canvas"
         doc = Document()
         doc.add_root(plot.state)
-        self._json = json.dumps(doc.to_json(deferred=False))
-        self._ids = {model.id for model in doc.models}  # "p123" in a server, UUIDs in a notebook
+        self._json = doc.to_json(deferred=False)
+        self._ids = frozenset(model.id for model in doc.models)
         self._figure = plot.state.id
-        self._sources = {label: source.id for label, source in sources.items()}
+        self._sources = {name: source.id for name, source in sources.items()}
 
     def copy(self) -> tuple[Model, dict[str, ColumnDataSource]]:
         """A new figure and its lines' data sources, by series."""
-        ids: dict[str, str] = {}
-        text = _MODEL_ID.sub(
-            lambda m: f'"id":"{ids.setdefault(m[1], make_id())}"' if m[1] in self._ids else m[0], self._json
-        )
-        doc = Document.from_json(json.loads(text))
+        doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
-        sources = {label: doc.get_model_by_id(ids[id_]) for label, id_ in self._sources.items()}
+        sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
         doc.remove_root(figure)
         return figure, sources
 
 
-_MODEL_ID = re.compile(r'"id":\s*"([^"]+)"')
+def _series(key) -> str:
+    """The series an ``NdOverlay`` key names (hvPlot's ``by=`` one column: a 1-tuple)."""
+    return str(key[0] if isinstance(key, tuple) and len(key) == 1 else key)
+
+
 _TEMPLATES: dict[tuple, FigureTemplate] = {}
 _TEMPLATES_LOCK = threading.Lock()
 
@@ -149,14 +181,16 @@ _TEMPLATES_LOCK = threading.Lock()
 class StreamingChart:
     """One chart's lines, one per series (asset or city), fed with a poller's tidy rows.
 
-    HoloViews draws the figure (once per process: sessions get copies, see :class:`FigureTemplate`).  The lines
-    start with the rows collected so far; after that the new rows of each fetch go straight into the lines'
+    ``chart`` declares the chart's look from tidy rows of ``kind`` (``rows.hvplot.line(by=...)``, one line per
+    series); HoloViews draws it once per process and sessions get copies (:class:`FigureTemplate`).  The lines start
+    with the rows collected so far; after that the new rows of each fetch go straight into the lines'
     ``ColumnDataSource``s (``stream`` with ``rollover``), so an update costs the server a small message per session,
     not a re-render.  Only rows newer than a series' last one are taken, so the same rows may be offered twice
     (catching up after a pause).  When the rows switch between simulated and live, the old rows are dropped, not
     joined.
 
-    ``template`` names the chart's look (everything but its points) among the charts of the process.
+    ``template`` names the chart's look (everything ``chart`` depends on besides ``kind``, ``names`` and ``value``)
+    among the charts of the process.
     """
 
     def __init__(
@@ -167,10 +201,8 @@ class StreamingChart:
         interval: float,
         length: int,
         history: pd.DataFrame,
-        curve_opts: dict,
-        colours: dict[str, str] | None = None,
+        chart: Callable[[pd.DataFrame], hv.NdOverlay],
         template: tuple | None = None,
-        **opts,
     ):
         self.key = SERIES[kind]
         self.value = value
@@ -178,21 +210,11 @@ class StreamingChart:
         self.length = length
         self.last: dict[str, float] = {}  # per series, the time of its last point (ms)
 
-        def overlay() -> hv.Overlay:
-            empty = pd.DataFrame({"time": pd.Series([], dtype="datetime64[ns]"), value: pd.Series([], dtype=float)})
-            curves = [
-                hv.Curve(empty, "time", value, label=name).opts(
-                    **curve_opts, **({"color": colours[name]} if colours else {})
-                )
-                for name in names
-            ]
-            return hv.Overlay(curves).opts(**opts)
-
         key = (kind, tuple(names), value, template)
         with _TEMPLATES_LOCK:
             built = _TEMPLATES.get(key) if template is not None else None
             if built is None:
-                built = FigureTemplate(overlay())
+                built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
                 if template is not None:
                     _TEMPLATES[key] = built
         self.figure, self.sources = built.copy()
@@ -238,6 +260,15 @@ class StreamingChart:
         return pd.DataFrame({"time": pd.to_datetime(data["time"], unit="ms"), self.value: data[self.value]})
 
 
+def placeholder_rows(kind: str, names: list[str]) -> pd.DataFrame:
+    """Tidy rows of ``kind`` (the sources' schema), one per series in ``names`` and in that order, without values:
+    what a chart is declared on, so that it has a line for every series, whether its rows have come yet or not."""
+    rows = empty_frame(kind).reindex(range(len(names)))
+    rows[SERIES[kind]] = names
+    rows["time"] = pd.Timestamp(0, tz="UTC")
+    return rows
+
+
 def _simulated(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool((df["source"] == "simulated").all())
 
@@ -245,8 +276,8 @@ def _simulated(df: pd.DataFrame) -> bool:
 def setup_figure(plot, element) -> None:
     """A HoloViews hook, run once per figure: follow the data in the browser, and name each line after its series.
 
-    The browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan until reset, while the ``Buffer``
-    still streams every new point.  (HoloViews' own ``following``, with ranges set by the server, stops drawing new
+    The browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan until reset, while new points are
+    still streamed into the lines.  (HoloViews' own ``following``, with ranges set by the server, stops drawing new
     points while a user is zoomed in, and loses a zoom made while an update is on its way.)  So the server leaves
     the ranges alone (``apply_ranges=False``) and its handler that stops following is taken off.
 
@@ -260,22 +291,25 @@ def setup_figure(plot, element) -> None:
     figure.y_range = DataRange1d(range_padding=0.1, only_visible=True)
     handlers = figure._event_callbacks.get("rangesupdate", [])
     handlers[:] = [handler for handler in handlers if getattr(handler, "__name__", "") != "_disable_follow"]
-    for line in plot.subplots.values() if getattr(plot, "subplots", None) else [plot]:
-        if "glyph_renderer" in line.handles and line.current_frame is not None:
-            line.handles["glyph_renderer"].name = line.current_frame.label
+    for key, line in plot.subplots.items():
+        if "glyph_renderer" in line.handles:
+            line.handles["glyph_renderer"].name = _series(key)
 
 
-HOVER_TIME = ("Time (UTC)", "@{time}{%F %T}")
-CURVE_OPTS = dict(line_width=2, tools=["hover"], hover_formatters={"@{time}": "datetime"})
-CHART_OPTS = dict(
+# Spelt out, not "{%F %T}": HoloViews files an overlay's hover tool under its tooltips but looks it up with
+# "{%F %T}" taken out, so with it the tool would hover only the first line (holoviz/holoviews#6912).
+HOVER_TIME = ("Time (UTC)", "@{time}{%Y-%m-%d %H:%M:%S}")
+# What the live charts share, as hvPlot keywords: one line per series (by=), drawn over time.
+LINE_OPTS = dict(
+    x="time",
     responsive=True,
     height=CHART_HEIGHT,
     min_width=300,
-    show_grid=True,
-    show_legend=False,  # one legend of the cities above the weather charts, as HTML
+    grid=True,
+    legend=False,  # one legend of the cities above the weather charts, as HTML
     xlabel="Time (UTC)",
-    apply_ranges=False,
-    hooks=[setup_figure],
+    line_width=2,
+    tools=["hover"],
 )
 
 
@@ -414,35 +448,55 @@ class LiveView(pn.viewable.Viewer):
             for city, colour in colours.items()
         )
         self._legend = pn.pane.HTML(f'<div class="legend">{items}</div>', stylesheets=[LEGEND_CSS], margin=(0, 10))
-        # Outside a server session (a notebook) Bokeh model changes reach the page only when pushed.
+        # Outside a server session (a notebook) Bokeh model changes reach the page only when pushed, and the view's
+        # subscriptions last as long as the outputs showing it (a server session ends them with the session).
         self._push = current_dispatch()[1] is None
+        self._guard = OutputGuard() if self._push else None
+        self._outputs = OutputLifetime([*self._price_panes, *self._weather_panes], self._end) if self._push else None
+        self._behind = False  # rows were held back while an output was not listening yet
+        self._subscriptions = []
         for kind, poller in self.runtime.pollers.items():
             # Rows that came between the history above and the subscription are in its history; the rest are skipped.
-            self._receive(kind, poller.subscribe(functools.partial(self._receive, kind)).history)
+            subscription = poller.subscribe(functools.partial(self._receive, kind))
+            self._subscriptions.append(subscription)
+            self._receive(kind, subscription.history)
 
     def _price_chart(self, asset: str, history: pd.DataFrame) -> StreamingChart:
-        tooltips = [HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {self._quote}")]
-        settings = self.runtime.settings
+        quote, settings = self._quote, self.runtime.settings
+
+        def chart(rows: pd.DataFrame) -> hv.NdOverlay:
+            return rows.hvplot.line(
+                y="price",
+                by="asset",
+                color=[PALETTE[0]],
+                title=f"{asset}-{quote}",
+                ylabel=f"Price ({quote})",
+                yformatter=NumeralTickFormatter(format="0,0.[000000]"),
+                hover_tooltips=[HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {quote}")],
+                **LINE_OPTS,
+            )
+
         return StreamingChart(
-            "price",
-            [asset],
-            "price",
-            settings.price_interval,
-            settings.backlog,
-            history,
-            dict(hover_tooltips=tooltips, color=PALETTE[0], **CURVE_OPTS),
-            template=(self._quote,),
-            title=f"{asset}-{self._quote}",
-            ylabel=f"Price ({self._quote})",
-            yformatter=NumeralTickFormatter(format="0,0.[000000]"),
-            **CHART_OPTS,
+            "price", [asset], "price", settings.price_interval, settings.backlog, history, chart, template=(quote,)
         )
 
     def _weather_chart(
         self, metric: str, title: str, unit: str, colours: dict[str, str], history: pd.DataFrame
     ) -> StreamingChart:
-        tooltips = [("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")]  # see setup_figure
         settings = self.runtime.settings
+
+        def chart(rows: pd.DataFrame) -> hv.NdOverlay:
+            return rows.hvplot.line(
+                y=metric,
+                by="city",
+                color=[colours[city] for city in settings.cities],
+                title=title,
+                ylabel=f"{title} ({unit})",
+                # The city is the line's name (see setup_figure), not a column sent with every point.
+                hover_tooltips=[("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")],
+                **LINE_OPTS,
+            )
+
         return StreamingChart(
             "weather",
             settings.cities,
@@ -450,18 +504,29 @@ class LiveView(pn.viewable.Viewer):
             settings.weather_interval,
             settings.backlog,
             history,
-            dict(hover_tooltips=tooltips, **CURVE_OPTS),
-            colours,
+            chart,
             template=(unit, tuple(colours.values())),
-            title=title,
-            ylabel=f"{title} ({unit})",
-            **CHART_OPTS,
         )
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:
         """New rows of ``kind`` from the poller (on this session's document), or a backlog to catch up from."""
         if self.paused or df.empty:
             return
+        if self._outputs is not None:
+            if not self._outputs.check():
+                return  # every output showing this view is gone (its subscriptions just ended)
+            if not self._outputs.listening():
+                # Shown, but the page has not opened the output's comm yet: Panel would keep each push and retry it
+                # every 0.1 s, and the retries go out in any order (a point out of time order).  The rows wait in the
+                # poller's history instead, taken in one go by the first update after the page listens.
+                self._behind = True
+                return
+            if self._behind:
+                self._behind = False
+                for other, poller in self.runtime.pollers.items():
+                    if other != kind:
+                        self._receive(other, poller.history())
+                df = self.runtime.pollers[kind].history()
         with one_message():  # all the charts' new points
             if kind == "price":
                 for chart in self._prices.values():
@@ -476,6 +541,11 @@ class LiveView(pn.viewable.Viewer):
                 self.on_update()
         if self._push:
             pn.io.push_notebook(*self._price_panes, *self._weather_panes)
+
+    def _end(self) -> None:
+        """No output shows this view any more: stop taking the pollers' rows."""
+        for subscription in self._subscriptions:
+            subscription.cancel()
 
     @param.depends("paused", watch=True)
     def _on_pause(self) -> None:
@@ -494,5 +564,6 @@ class LiveView(pn.viewable.Viewer):
             pn.Row(*self._price_panes, sizing_mode="stretch_width"),
             self._legend,
             pn.Row(*self._weather_panes, sizing_mode="stretch_width"),
+            *([self._guard] if self._guard is not None else []),
             sizing_mode="stretch_width",
         )

@@ -23,6 +23,7 @@ from holoviews.element.tiles import lon_lat_to_easting_northing, tile_sources
 from ..sources import UNITS, SourceError, empty_frame, redact
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
+from . import OutputGuard
 
 log = logging.getLogger("rtdash.views")
 
@@ -31,7 +32,9 @@ LABELS = {column: label for label, column in METRICS.items()}
 CMAPS = {"temperature": "RdYlBu_r", "humidity": "YlGnBu", "wind_speed": "viridis"}
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 MAP_HEIGHT = 460
-TABLE_WIDTH = 700
+MAP_MIN_WIDTH = 420
+TABLE_WIDTH = 700  # at most; narrower outputs (a notebook beside its file browser) get a narrower table that scrolls
+TABLE_MIN_WIDTH = 320
 
 STATUS_CSS = """
 .status {font-family: system-ui, sans-serif; font-size: 14px; padding: 6px 10px; border-radius: 4px; color: #374151}
@@ -92,14 +95,24 @@ class RefreshView(pn.viewable.Viewer):
         points = hv.DynamicMap(self._points)
         if self._tiles is not None:
             points = (tile_sources[self._tiles]() * points).opts(xlabel="Longitude", ylabel="Latitude")
-        self._map = pn.pane.HoloViews(points, sizing_mode="stretch_width", height=MAP_HEIGHT, linked_axes=False)
+        self._map = pn.pane.HoloViews(
+            points,
+            sizing_mode="stretch_width",
+            min_width=MAP_MIN_WIDTH,
+            height=MAP_HEIGHT,
+            linked_axes=False,
+            # Beside the table while both fit, the map taking what the table leaves; under it when not.
+            styles={"flex": f"1 1 {MAP_MIN_WIDTH}px", "width": "auto"},
+        )
         self._table = pn.widgets.Tabulator(
             self._table_frame(),
             show_index=False,
             disabled=True,
             selectable=False,
             layout="fit_data_stretch",
-            width=TABLE_WIDTH,
+            sizing_mode="stretch_width",
+            min_width=TABLE_MIN_WIDTH,
+            max_width=TABLE_WIDTH,
             widths={"fetched": 130},
             max_height=MAP_HEIGHT,
             formatters={
@@ -107,10 +120,16 @@ class RefreshView(pn.viewable.Viewer):
                 **{m: NumberFormatter(format="0.0", text_align="right") for m in METRICS.values()},
             },
         )
-        self._body = pn.Row(self._map, self._table, sizing_mode="stretch_width")
+        # The table goes under the map when both do not fit side by side (a notebook's width): the map keeps a
+        # usable size rather than being squeezed beside the table, and the table fits the output's width.
+        self._body = pn.FlexBox(self._map, self._table, flex_wrap="wrap", sizing_mode="stretch_width")
+        # Outside a server session (a notebook), the guard tells the kernel when the output is gone, so that Panel
+        # forgets its models (rtdash.views.OutputGuard).
+        guard = [OutputGuard()] if current_dispatch()[1] is None else []
         self._layout = pn.Column(
             pn.Row(self._button, self._selector, self._status, sizing_mode="stretch_width"),
             self._body,
+            *guard,
             sizing_mode="stretch_width",
         )
         self._update_table()

@@ -20,7 +20,7 @@ from panel.custom import JSComponent
 
 from ..config import env_name
 from ..stream import Runtime, SourceStatus
-from . import one_message
+from . import OutputLifetime, one_message
 
 REFRESH_MS = 500  # how often a session re-reads the status (the page ticks the "ago" text itself)
 KIND_LABELS = {"price": "Prices", "weather": "Weather"}
@@ -177,6 +177,27 @@ def banner_text(runtime: Runtime) -> str | None:
     return " · ".join(parts) or None
 
 
+def summary(runtime: Runtime) -> str:
+    """One plain line per source (what the badges say) and the simulated-data warning, for a notebook cell."""
+    lines = []
+    for kind, poller in runtime.pollers.items():
+        status = poller.status
+        label = f"{KIND_LABELS.get(kind, kind)} from {status.provider or '?'}"
+        if status.state == "starting":
+            state = "first fetch in flight"
+        elif status.last_success is not None:
+            state = f"{status.state}, last update {pd.Timestamp(status.last_success):%H:%M:%S} UTC"
+        else:
+            state = status.state
+        if status.simulated:
+            state += " (simulated data)"
+        if status.last_error and status.state != "ok":
+            state += f": {status.last_error}"
+        lines.append(f"{label}: {state}")
+    text = banner_text(runtime)
+    return "\n".join([*lines, *([f"⚠ {text}"] if text else [])])
+
+
 _SNAPSHOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runtime: (version, snapshot)
 
 
@@ -205,7 +226,8 @@ class StatusView(pn.viewable.Viewer):
         super().__init__(**params)
         fields, banner = self._shown = status_snapshot(self.runtime)
         self._badges = {kind: StatusBadge(margin=(4, 4), **fields[kind]) for kind in self.runtime.pollers}
-        self.badges = pn.Row(*self._badges.values(), align="center")
+        # A FlexBox: at a notebook's width the badges wrap onto a second line instead of being clipped.
+        self.badges = pn.FlexBox(*self._badges.values(), flex_wrap="wrap", align_items="center", align="center")
         self.banner = pn.pane.HTML(
             banner, stylesheets=[BANNER_CSS], visible=bool(banner), sizing_mode="stretch_width", margin=(0, 10, 6, 10)
         )
@@ -213,6 +235,7 @@ class StatusView(pn.viewable.Viewer):
         # but before it said it was ready (it expects to send the document whole later), so a state that changed once
         # in that window (starting → ok) would never reach the page.
         self._ready = False
+        self._outputs: OutputLifetime | None = None  # in a notebook: the outputs showing the badges
         pn.state.onload(self._start)
 
     def _start(self) -> None:
@@ -222,10 +245,14 @@ class StatusView(pn.viewable.Viewer):
         if doc is not None and doc.session_context is not None:
             doc.add_periodic_callback(self.refresh, REFRESH_MS)  # Bokeh's own: lighter than Panel's
         else:
-            pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
+            # A notebook has no session to end the callback with: it ends with the last output showing the status.
+            callback = pn.state.add_periodic_callback(self.refresh, period=REFRESH_MS)
+            self._outputs = OutputLifetime([self.badges, self.banner], callback.stop)
 
     def refresh(self) -> None:
         """Re-read every source's status; send only what changed (in the caller's message, if it is making one)."""
+        if self._outputs is not None and not self._outputs.check():
+            return  # every output showing the status is gone (its periodic callback just stopped)
         snapshot = status_snapshot(self.runtime)
         if not self._ready or snapshot is self._shown:
             return

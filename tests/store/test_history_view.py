@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 
 from rtdash.stream import Runtime
-from rtdash.views.history import MIN_STEP, POINTS, SCREEN_POINTS, HistoryView, break_gaps
+from rtdash.views.history import (
+    MIN_STEP,
+    POINTS,
+    SCREEN_POINTS,
+    HistoryView,
+    break_gaps,
+    nearest_series,
+    separate_series,
+)
 from tests.store.test_store import START, prices, same_rows
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -91,7 +99,7 @@ def test_zooming_in_asks_the_store_for_finer_buckets(runtime):
     coarse = view._step
     assert coarse == pd.Timedelta("1D") / POINTS  # 4.32 s buckets for 86,400 rows
     rows = runtime.store.count("price", *view._bounds, series=["BTC"])
-    assert rows >= 86_398 and view._summary.object.startswith(f"{rows:,} rows")
+    assert rows >= 86_000 and view._summary.object.startswith(f"{rows:,} rows")  # the seconds since the write left
     assert "means over 4.32 s" in view._summary.object
     plotted(view)  # a rendered plot: the zoom below reaches downsample1d and the view, as a browser's would
     end = now() - pd.Timedelta("2h")
@@ -101,6 +109,8 @@ def test_zooming_in_asks_the_store_for_finer_buckets(runtime):
     inside = data[(data.time >= (end - pd.Timedelta("9min")).tz_localize(None)) & (data.time < end.tz_localize(None))]
     assert len(inside) >= 539 and inside["count"].eq(1).all()  # every stored row, not 4.32 s means
     assert data["time"].min() < (now() - pd.Timedelta("20h")).tz_localize(None)  # the rest is still there
+    assert data["price"].notna().all()  # no break cuts the coarse line around the finer buckets
+    assert abs(data["count"].sum() - rows) <= 10  # each row counted once (but in the buckets at the window's edges)
     # zooming within what is loaded asks nothing more
     fine = view._fine
     view._zoom.event(x_range=((end - pd.Timedelta("5min")).tz_localize(None), end.tz_localize(None)))
@@ -143,3 +153,121 @@ def test_history_off_says_so(make_settings):
         assert "History is off" in view._message.object and view._message.visible
     finally:
         runtime.stop()
+
+
+# -- dense modes: many series, every point -----------------------------------------------------------------------------
+
+CITIES = [f"City {i:03d}" for i in range(100)]
+
+
+def many_cities(store, start: pd.Timestamp, n: int = 288, every: str = "5min") -> None:
+    """``n`` rows of each of 100 simulated cities: city ``i``'s temperature waves around ``i`` (``i`` at ``start``),
+    crossing its neighbours'."""
+    times = pd.date_range(start, periods=n, freq=every, tz="UTC")
+    wave = 0.8 * np.sin(np.arange(n) / 10)
+    frames = [
+        pd.DataFrame(
+            {"time": times, "city": city, "lat": 0.0, "lon": 0.0, "temperature": i + (-1) ** i * wave, "source": "sim"}
+        )
+        for i, city in enumerate(CITIES)
+    ]
+    store.write("weather", pd.concat(frames, ignore_index=True))
+
+
+def ms(t: pd.Timestamp) -> float:
+    """A time as the "every point" chart's x: epoch milliseconds."""
+    return t.value / 1e6
+
+
+def rendered(view: HistoryView) -> dict:
+    """The Bokeh data sources of the rendered chart, by glyph type: ``{"Image": [...], "Line": [...]}``."""
+    plot = hv.renderer("bokeh").get_plot(view._plot.object)
+    view._rendered = plot  # keeps the streams linked to this plot, as a page does
+    subplots = list(plot.subplots.values()) if getattr(plot, "subplots", None) else [plot]
+    out: dict[str, list] = {}
+    for sub in subplots:
+        out.setdefault(type(sub.handles["glyph"]).__name__, []).append(sub.handles["source"])
+    return out
+
+
+def test_many_series_are_a_datashaded_density_with_one_line_on_top(runtime):
+    end = now()
+    start = end - pd.Timedelta("1D") + pd.Timedelta("5min")
+    many_cities(runtime.store, start)
+    view = HistoryView(runtime=runtime, metric="temperature")
+    view.cities = CITIES
+    assert view._mode == "density" and view._highlight.visible
+    assert "100 series as a line density" in view._summary.object
+    assert view.highlight == "City 000"
+    sources = rendered(view)
+    image = np.asarray(sources["Image"][0].data["image"][0])
+    assert np.nanmax(image) >= 2  # a pixel crossed by more than one series: a density, not one line
+    assert len(sources["Line"]) == 1
+    line = sources["Line"][0].data
+    assert set(line["city"]) == {"City 000"} and len(line["time"]) == 288
+    # a click near City 042's values highlights it, and says so
+    view._tap.event(x=start.tz_localize(None), y=42.1)
+    assert view.highlight == "City 042"
+    assert "Nearest series to the click: City 042" in view._message.object
+    assert set(sources["Line"][0].data["city"]) == {"City 042"}
+    # zooming in re-aggregates, with finer buckets from the store
+    before = view._pipe.data
+    view._zoom.event(x_range=((end - pd.Timedelta("2h")).tz_localize(None), end.tz_localize(None)), y_range=None)
+    assert view._fine is not None and view._pipe.data is not before
+    assert pd.Timestamp(sources["Image"][0].data["x"][0]) >= (end - pd.Timedelta("2h1min")).tz_localize(None)
+    for x, y in ((1e300, 1.0), (float("nan"), 2.0), (start.tz_localize(None), float("inf"))):  # hostile clicks
+        view._tap.event(x=x, y=y)
+        assert view.highlight == "City 042"
+    view.cities = CITIES[:3]  # a few series are lines again
+    assert view._mode == "lines" and not view._highlight.visible
+
+
+def test_every_point_rasterizes_the_raw_rows_and_reads_the_window_it_shows(runtime):
+    start = now() - pd.Timedelta("10h")
+    rows = prices(36_000, assets=("BTC",), start=start)  # one row a second
+    runtime.store.write("price", rows[18_000:])  # the later half first: stored out of time order
+    runtime.store.write("price", rows[:18_000])
+    view = HistoryView(runtime=runtime)
+    assert view._mode == "lines"
+    view.every_point = True
+    assert view._mode == "points" and "every row, rasterized by datashader" in view._summary.object
+    assert len(view._frame) == 36_000 and view._held == view._bounds
+    assert view._frame["time"].is_monotonic_increasing  # held in time order, so that a view is a slice
+    sources = rendered(view)
+    image = sources["Image"][0]
+
+    def counted() -> int:
+        return int(np.nansum(np.asarray(image.data["image"][0])))
+
+    assert counted() == 36_000  # every row counted once
+
+    # zooming in: the rows held are re-aggregated, and only the rows in view are read again and held
+    held = view._frame
+    x0, x1 = start + pd.Timedelta("1h"), start + pd.Timedelta("2h")
+    view._zoom.event(x_range=(ms(x0), ms(x1)), y_range=None)
+    assert view._held == (x0, x1) and view._frame is not held
+    assert len(view._frame) == runtime.store.count("price", x0, x1, ["BTC"]) == 3600
+    assert 3590 <= counted() <= 3600
+    # zooming in a little re-aggregates the rows held, without a read
+    held = view._frame
+    view._zoom.event(x_range=(ms(x0 + pd.Timedelta("10min")), ms(x1)), y_range=None)
+    assert view._frame is held and 2990 <= counted() <= 3000
+    # panning past the rows held reads the visible window
+    x0, x1 = start + pd.Timedelta("1h30min"), start + pd.Timedelta("2h30min")
+    view._zoom.event(x_range=(ms(x0), ms(x1)), y_range=None)
+    assert view._held == (x0, x1) and len(view._frame) == 3600
+    assert 3590 <= counted() <= 3600
+    view.every_point = False
+    assert view._mode == "lines"
+
+
+def test_many_series_helpers():
+    df = pd.DataFrame(
+        {"time": pd.to_datetime([1, 2, 1, 2], unit="s", utc=True), "city": ["A", "A", "B", "B"], "v": [1.0, 2, 10, 20]}
+    )
+    joined = separate_series(df, "city", ["v"])
+    assert list(joined["v"].isna()) == [False, False, True, False, False]
+    assert list(joined["city"]) == ["A", "A", "B", "B", "B"]
+    assert nearest_series(df, "city", "v", pd.Timestamp(1.9, unit="s", tz="UTC"), 15) == "B"
+    assert nearest_series(df, "city", "v", pd.Timestamp(1.1, unit="s", tz="UTC"), 3) == "A"
+    assert nearest_series(df.iloc[:0], "city", "v", pd.Timestamp(1, unit="s", tz="UTC"), 3) is None

@@ -200,6 +200,36 @@ def test_aggregate_buckets_are_aligned_and_ordered_by_series(store):
 # -- retention ---------------------------------------------------------------------------------------------------------
 
 
+def test_window_reads_every_value_of_one_metric_in_a_window(store):
+    df = prices(600)
+    df.loc[df.index[10], "price"] = np.nan  # a row without a value is left out
+    store.write("price", df)
+    start, end = START + pd.Timedelta("1min"), START + pd.Timedelta("3min")
+    got = store.window("price", "price", start, end, series=["BTC"])
+    assert list(got.columns) == ["time", "price"] and str(got["time"].dt.tz) == "UTC"
+    want = df[(df["asset"] == "BTC") & (df["time"] >= start) & (df["time"] < end)].dropna(subset=["price"])
+    assert len(got) == 120
+    pd.testing.assert_frame_equal(
+        got.sort_values("time", ignore_index=True).astype({"time": "datetime64[ns, UTC]"}),
+        want[["time", "price"]].astype({"time": "datetime64[ns, UTC]"}).reset_index(drop=True),
+        check_exact=True,
+    )
+    assert len(store.window("price", "price", None, None)) == df["price"].notna().sum()  # every series, no bounds
+    assert len(store.window("price", "price", None, None, limit=25)) == 25
+    assert store.window("price", "price", START - pd.Timedelta("1D"), START, ["BTC"]).empty
+    assert store.window("price", "price", None, None, series=[]).empty
+
+
+def test_window_reads_a_weather_metric_and_refuses_unknown_ones(store):
+    store.write("weather", weather(30))
+    got = store.window("weather", "humidity", None, None, series=['<b>Zürich, "CH"</b>'])
+    assert len(got) == 30 and got["humidity"].eq(50.0).all()
+    with pytest.raises(ValueError, match="unknown price metric 'temperature'"):
+        store.window("price", "temperature", None, None)
+    with pytest.raises(ValueError, match="unknown kind"):
+        store.window("prices; DROP TABLE price", "price", None, None)
+
+
 def test_prune_deletes_only_older_rows(store):
     store.write("price", prices(100))
     store.write("weather", weather(10))

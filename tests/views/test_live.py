@@ -1,18 +1,23 @@
-"""The Live tab's charts against a real Runtime on the fake API: HoloViews draws each figure once from the rows
-collected so far; after that new rows are streamed into the lines' ColumnDataSources, with NaN rows at gaps, the
-backlog as rollover, and the old rows dropped when the data switches between simulated and live.
+"""The Live tab's charts against a real Runtime on the fake API: each chart is declared with hvPlot and drawn by
+HoloViews once, sessions get copies of its models with their own ids; the lines start with the rows collected so far,
+after that new rows are streamed into the lines' ColumnDataSources, with NaN rows at gaps, the backlog as rollover,
+and the old rows dropped when the data switches between simulated and live.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent as ColumnsStreamed
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.settings import settings as bokeh_settings
 
 from rtdash.stream import Runtime, get_runtime
-from rtdash.views.live import LiveView, StreamingChart
+from rtdash.views.live import FigureTemplate, LiveView, StreamingChart, copy_models, placeholder_rows
 from tests.helpers import wait_until
 from tests.views.test_refresh import plain
 
@@ -38,9 +43,13 @@ def prices(times: list[str], values: list[float], source: str = "coinbase") -> p
     )
 
 
+def price_lines(rows: pd.DataFrame):
+    return rows.hvplot.line(x="time", y="price", by="asset", title="BTC")
+
+
 def chart(length: int = 5, history: pd.DataFrame | None = None) -> StreamingChart:
     history = prices([], []) if history is None else history
-    return StreamingChart("price", ["BTC"], "price", 1.0, length, history, {})
+    return StreamingChart("price", ["BTC"], "price", 1.0, length, history, price_lines)
 
 
 def rendered(view: LiveView) -> tuple[Document, list[ColumnsStreamed]]:
@@ -71,6 +80,53 @@ def test_the_figure_starts_with_the_history_then_streams_only_new_rows() -> None
 def test_the_live_charts_draw_on_a_canvas_not_webgl() -> None:
     """HoloViews picks WebGL, which a browser without a GPU renders in software (seconds behind with 20 pages)."""
     assert chart().figure.output_backend == "canvas"
+
+
+ID_FORMATS = {"server": r"p\d+", "notebook": r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"}
+
+
+@pytest.mark.parametrize("where", ID_FORMATS)
+def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
+    """``panel serve`` numbers models (``p123``); Panel in a notebook turns Bokeh's simple ids off (UUIDs)."""
+    monkeypatch.setattr(bokeh_settings.simple_ids, "_user_value", where == "server")
+    template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price")
+    figures, sources = zip(*(template.copy() for _ in range(2)), strict=True)
+    models = [{m.id: m for m in figure.references()} for figure in figures]
+    assert all(re.fullmatch(ID_FORMATS[where], id_) for ids in models for id_ in ids)
+    assert not set(models[0]) & set(models[1]) and not set(models[0]) & template._ids
+    for figure, by_series, ids in zip(figures, sources, models, strict=True):
+        (renderer,) = figure.renderers
+        assert by_series["BTC"] is renderer.data_source and by_series["BTC"].id in ids
+        assert figure.document is None  # ready for the session's document
+        assert sorted(type(m).__name__ for m in ids.values()) == sorted(type(m).__name__ for m in models[0].values())
+
+
+def test_copy_models_renames_ids_not_text() -> None:
+    """A string that happens to spell a model's id, or its serialized reference, is left as it is."""
+    source = ColumnDataSource({"time": [1.0], "label": ["x"]})
+    source.tags = [source.id, f'{{"id": "{source.id}"}}']
+    doc = Document()
+    doc.add_root(source)
+    copied, ids = copy_models(doc.to_json(deferred=False), {source.id})
+    (new,) = copied.roots
+    assert new.id == ids[source.id] != source.id
+    assert new.tags == source.tags and new.data == {"time": [1.0], "label": ["x"]}
+
+
+def test_the_weather_charts_are_declared_one_line_per_city(runtime) -> None:
+    """hvPlot's ``by="city"``: a line per city in the settings' order and colours, each named after its city (the
+    tooltips' ``$name``) and each under the hover tool; the lines hold only what is streamed (time and value)."""
+    view = plain(LiveView, runtime=runtime)
+    cities = runtime.settings.cities
+    for metric, chart in view._weather.items():
+        renderers = chart.figure.renderers
+        assert [r.name for r in renderers] == cities
+        assert [r.glyph.line_color for r in renderers] == ["#1f77b4", "#ff7f0e"]
+        assert [r.data_source for r in renderers] == [chart.sources[city] for city in cities]
+        assert all(sorted(r.data_source.data) == sorted(["time", metric]) for r in renderers)
+        (hover,) = chart.figure.select(HoverTool)
+        assert hover.renderers == renderers  # every city, not just the first (holoviz/holoviews#6912)
+        assert list(hover.tooltips[0]) == ["City", "$name"]
 
 
 def test_the_backlog_rolls_over() -> None:
@@ -124,3 +180,50 @@ def test_the_price_card_reads_the_chart_it_belongs_to(runtime) -> None:
     view = plain(LiveView, runtime=runtime)
     card, source = view._cards["BTC"], view._prices["BTC"].sources["BTC"]
     assert card.source_id == source.id and card.quote == "USD" and card.provider == "Coinbase"
+
+
+def _show(viewable) -> str:
+    """Render ``viewable`` as a notebook output is (``_repr_mimebundle_``: a root in its own document, with a comm, in
+    Panel's registry); the root's id."""
+    from pyviz_comms import Comm
+
+    return viewable._render_model(Document(), Comm()).ref["id"]
+
+
+def _delete(ref: str) -> None:
+    """What the page's pyviz_comms extension sends when it disposes of an output."""
+    import panel as pn
+
+    pn.extension._process_comm_msg({"event_type": "delete", "id": ref})
+
+
+def test_an_output_lifetime_ends_when_the_last_output_showing_it_is_deleted() -> None:
+    import panel as pn
+
+    from rtdash.views import OutputLifetime
+
+    pane = pn.pane.Markdown("x")
+    ended = []
+    lifetime = OutputLifetime([pane], lambda: ended.append(True))
+    assert lifetime.check() and not lifetime.shown  # not shown yet: alive, it may be shown later
+    first, second = _show(pn.Column(pane)), _show(pn.Column(pane))  # shown twice
+    assert lifetime.outputs() == {first, second}
+    _delete(first)
+    assert ended == [] and lifetime.check()
+    _delete(second)
+    assert ended == [True] and not lifetime.check()
+    _delete(second)
+    assert ended == [True]  # once
+
+
+def test_an_output_shown_and_deleted_between_two_checks_still_ends_the_lifetime() -> None:
+    import panel as pn
+    from bokeh.plotting import figure
+
+    from rtdash.views import OutputLifetime
+
+    pane = pn.pane.Bokeh(figure())
+    ended = []
+    lifetime = OutputLifetime([pane], lambda: ended.append(True))  # kept by its owner (weakly by the registry)
+    _delete(_show(pn.Column(pane)))
+    assert ended == [True] and lifetime.ended

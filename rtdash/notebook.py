@@ -1,0 +1,179 @@
+"""rtdash in a Jupyter kernel: the notebook's one-time setup.
+
+``extension()`` is the notebook's ``pn.extension``: it loads Bokeh, Panel and Tabulator's JavaScript *inline*, once,
+in the calling cell's output (so outputs render with no route to a CDN), says in plain text when that JavaScript
+did not run, imports the modules whose import would publish a loader again in a later cell, and makes every comm
+message of a Panel output run on the kernel's main thread.  ``log_stream()`` is where rtdash's log lines go in a
+kernel: the kernel process's own stderr (the terminal or log of the Jupyter server), not whichever cell is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import sys
+import threading
+import uuid
+from typing import IO
+
+import panel as pn
+
+log = logging.getLogger("rtdash")
+
+# Shown until the inline JavaScript has run; a trusted output replaces it with one line saying what loaded.
+JS_CHECK = """<div id="{id}" style="font: 13px/1.4 system-ui, sans-serif; color: #7f1d1d">{message}</div>
+<script>
+(() => {{
+  const el = document.getElementById("{id}");
+  let tries = 0;
+  const check = () => {{
+    if (el === null) return;
+    if (window.Bokeh !== undefined && window.Bokeh.Panel !== undefined) {{
+      el.style.color = "#4b5563";
+      el.textContent = `rtdash: Bokeh ${{window.Bokeh.version}} and Panel's JavaScript loaded from this notebook ` +
+        "(inline: no CDN needed).";
+    }} else if (++tries < 100) {{
+      setTimeout(check, 100);
+    }} else {{
+      el.textContent = "rtdash: Bokeh or Panel's JavaScript did not load, so the dashboard's outputs below stay " +
+        "blank. Run this cell again; if it persists, see the browser's console.";
+    }}
+  }};
+  check();
+}})();
+</script>"""
+JS_MISSING = (
+    "rtdash: the dashboard's JavaScript has not run, so its outputs below stay blank. Run this cell (or Run All): "
+    "a notebook opened from disk is not trusted and its saved outputs do not run their JavaScript."
+)
+
+
+def in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (IPython with a kernel), not a script or ``panel serve``."""
+    if "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def log_stream() -> IO[str] | None:
+    """Where rtdash logs: in a kernel, the kernel process's stderr (the Jupyter server's terminal or log), since
+    a kernel's ``sys.stderr`` writes under whichever cell happens to be running; elsewhere ``None`` (stderr)."""
+    return sys.__stderr__ if in_kernel() else None
+
+
+def extension() -> None:
+    """Load the dashboard's JavaScript in a notebook, inline and once; elsewhere ``pn.extension("tabulator")``.
+
+    Call it (or ``create_app``, which does) before displaying any rtdash view.  A second call in the same kernel
+    publishes nothing again.
+    """
+    if not in_kernel():
+        pn.extension("tabulator")
+        return
+    if _state.loaded:
+        return
+    from IPython.display import publish_display_data
+    from IPython.utils.capture import capture_output
+
+    _handle_comms_on_main_thread()
+    # No empty "console output" box under every Panel output: a callback's error goes to the log (see below).
+    pn.config.console_output = "disable"
+    # Inline: the JavaScript travels in this cell's output (the README has the cost), so nothing needs a CDN.
+    pn.extension("tabulator", inline=True)
+    # ``import hvplot.pandas`` calls ``hv.extension``, which publishes Bokeh's loader again (from the CDN) in
+    # whatever cell imports it first, and hvPlot re-imports it in every cell that asks.  Import what imports it
+    # now, with its loader output dropped: the JavaScript is loaded above.
+    with capture_output(stdout=False, stderr=False, display=True):
+        import hvplot.pandas  # noqa: F401
+
+        from . import app  # noqa: F401  (the views import hvplot.pandas)
+    element = f"rtdash-js-{uuid.uuid4().hex[:12]}"
+    publish_display_data(
+        {
+            "text/html": JS_CHECK.format(id=element, message=html.escape(JS_MISSING)),
+            "text/plain": JS_MISSING,
+        }
+    )
+    _state.loaded = True
+
+
+class _State:
+    loaded = False
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: int | None = None
+
+
+_state = _State()
+
+
+def _handle_comms_on_main_thread() -> None:
+    """Run every comm message of a Panel output on the kernel's main thread, in arrival order.
+
+    JupyterLab ≥ 4.4 sends comm messages to a kernel subshell by default ("comms over subshells", with ipykernel
+    ≥ 7), so ipykernel runs their handlers on a subshell's own thread.  Panel's handler applies the browser's change
+    to the output's Bokeh document and sends the resulting events, as a Bokeh message of several comm messages
+    (header, metadata, content, then one text and one binary message per buffer; ``panel.io.notebook.send``),
+    while the live updates stream into the same document and comm from the main thread's loop.  Two threads
+    interleave those parts ("Expected binary fragment but received text fragment", "reference … isn't known" in the
+    browser) and change one document at once.  Upstream: jupyterlab/jupyterlab#19719 (comms over subshells can
+    corrupt plots); ipympl took the lock route (matplotlib/ipympl#603).  Here the handlers of Panel's client comms
+    (pyviz_comms ``JupyterCommJS``, as Panel subclasses it) hop to the main thread's loop, so that the document and
+    its comm have one thread again, whatever the frontend's setting.
+    """
+    from panel.io import notebook
+    from pyviz_comms import JupyterCommJS, JupyterCommManager
+
+    _state.loop = asyncio.get_running_loop() if _running_loop() else None
+    _state.thread = threading.get_ident()
+    if _state.loop is None:
+        return  # not in a cell's loop (a plain IPython shell): nothing runs elsewhere anyway
+    notebook.JupyterCommManagerBinary.client_comm = _main_thread_comm(notebook.JupyterCommManagerBinary.client_comm)
+    JupyterCommManager.client_comm = _main_thread_comm(JupyterCommJS)
+
+
+def _running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _main_thread_comm(base: type) -> type:
+    if getattr(base, "_rtdash_main_thread", False):
+        return base
+
+    class MainThreadComm(base):
+        """``base`` whose incoming messages are handled on the kernel's main thread; errors go to the log."""
+
+        _rtdash_main_thread = True
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            on_error = self._on_error
+
+            def logged(error: Exception) -> None:
+                log.error("a notebook output's callback failed: %s: %s", type(error).__name__, error, exc_info=error)
+                if on_error is not None:
+                    on_error(error)
+
+            self._on_error = logged
+
+        def _handle_open(self, comm, msg):
+            _on_main_thread(super()._handle_open, comm, msg)
+
+        def _handle_msg(self, msg):
+            _on_main_thread(super()._handle_msg, msg)
+
+    MainThreadComm.__name__ = MainThreadComm.__qualname__ = f"MainThread{base.__name__}"
+    return MainThreadComm
+
+
+def _on_main_thread(fn, *args) -> None:
+    if _state.loop is None or threading.get_ident() == _state.thread or _state.loop.is_closed():
+        fn(*args)
+    else:
+        _state.loop.call_soon_threadsafe(fn, *args)

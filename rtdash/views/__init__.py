@@ -90,7 +90,7 @@ function release(model, view) {
 
 export function render({ model, view }) {
   guard(view.model.document)
-  // release(model, view)
+  release(model, view)
   return document.createElement("span")
 }
 """

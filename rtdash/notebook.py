@@ -10,11 +10,13 @@ kernel: the kernel process's own stderr (the terminal or log of the Jupyter serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import IO
 
 import panel as pn
@@ -76,7 +78,6 @@ def extension() -> None:
     if _state.loaded:
         return
     from IPython.display import publish_display_data
-    from IPython.utils.capture import capture_output
 
     _handle_comms_on_main_thread()
     # No empty "console output" box under every Panel output: a callback's error goes to the log (see below).
@@ -86,7 +87,7 @@ def extension() -> None:
     # ``import hvplot.pandas`` calls ``hv.extension``, which publishes Bokeh's loader again (from the CDN) in
     # whatever cell imports it first, and hvPlot re-imports it in every cell that asks.  Import what imports it
     # now, with its loader output dropped: the JavaScript is loaded above.
-    with capture_output(stdout=False, stderr=False, display=True):
+    with _dropped_display():
         import hvplot.pandas  # noqa: F401
 
         from . import app  # noqa: F401  (the views import hvplot.pandas)
@@ -98,6 +99,22 @@ def extension() -> None:
         }
     )
     _state.loaded = True
+
+
+@contextlib.contextmanager
+def _dropped_display() -> Iterator[None]:
+    """Drop what is displayed meanwhile.  The display publisher's ``publish`` is silenced, not the publisher
+    swapped (IPython's ``capture_output`` does that): ipykernel calls ``display_pub.set_parent`` for a comm message
+    arriving on a subshell thread meanwhile, which a capturing publisher does not have (an ``AttributeError`` under
+    the first cell)."""
+    from IPython import get_ipython
+
+    publisher = get_ipython().display_pub
+    publisher.publish = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        del publisher.publish
 
 
 class _State:

@@ -40,6 +40,7 @@ from . import OutputGuard, OutputLifetime, one_message
 
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
 CHART_HEIGHT = 300
+CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 PALETTE = Category10_10
 
@@ -561,9 +562,10 @@ class LiveView(pn.viewable.Viewer):
         controls = pn.Column(self._toggle, self._paused_note, align="center")
         return pn.Column(
             pn.Row(*self._cards.values(), pn.HSpacer(), controls, sizing_mode="stretch_width"),
-            pn.Row(*self._price_panes, sizing_mode="stretch_width"),
+            # Charts side by side while each gets 360 px; narrower (a notebook, a phone) they wrap, never cut off.
+            pn.FlexBox(*self._price_panes, flex_wrap="wrap", sizing_mode="stretch_width", stylesheets=[CHARTS_CSS]),
             self._legend,
-            pn.Row(*self._weather_panes, sizing_mode="stretch_width"),
+            pn.FlexBox(*self._weather_panes, flex_wrap="wrap", sizing_mode="stretch_width", stylesheets=[CHARTS_CSS]),
             *([self._guard] if self._guard is not None else []),
             sizing_mode="stretch_width",
         )

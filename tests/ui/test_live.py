@@ -188,7 +188,14 @@ def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(serve, page):
     page.mouse.down()
     page.mouse.move(chart["x"] + chart["width"] * 0.8, chart["y"] + chart["height"] / 2, steps=8)
     page.mouse.up()
-    zoomed = wait_until(lambda: (f := figure(page, "price")) and f["start"] < chart["start"] and f, 10, message="pan")
+    seen = []  # the range, read after read: on a busy machine the page may still be applying the drag's last moves
+
+    def panned_and_settled():
+        f = figure(page, "price")
+        seen.append((f["start"], f["end"]))
+        return f["start"] < chart["start"] and len(seen) >= 2 and seen[-1] == seen[-2] and f
+
+    zoomed = wait_until(panned_and_settled, 10, interval=0.3, message="the pan to settle")
     kept = wait_until(lambda: (f := figure(page, "price"))["rows"] >= zoomed["rows"] + 3 and f, 30, message="updates")
     assert (kept["start"], kept["end"]) == (zoomed["start"], zoomed["end"])
     assert kept["last"] > zoomed["end"]  # the new points arrived, outside the user's view

@@ -13,8 +13,9 @@ Each library does the reduction it is built for, always on the server:
   as an hvPlot line on top; a click on the chart highlights the series nearest to it and names it;
 - "every point" mode (``every_point``) rasterizes the raw rows of the visible range with datashader at the plot's
   pixel resolution (no bucket means): the database reads only the visible window (:meth:`Store.window`); the rows
-  are held in time order, so that a zoom re-aggregates a slice of them at once, and a zoom or pan outside them, or
-  onto less than a ``SHRINK``-th of them, reads the new visible window (off the event loop) to replace them.
+  are held in time order, so that a zoom re-aggregates a slice of them at once; a zoom or pan outside them, or
+  (when they are more than ``HOLD_ROWS``) onto less than a ``SHRINK``-th of them, reads the new visible window (off
+  the event loop) to replace them.
 
 Queries and exports run on a worker thread, never on the server's event loop.  City names come from data: they
 reach the page only as widget options, legend labels and hover values, which Bokeh renders as text; every message
@@ -31,7 +32,6 @@ import math
 import threading
 from functools import partial
 
-import datashader as ds
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh backend used by the options below
 import hvplot.pandas  # noqa: F401  registers DataFrame.hvplot
@@ -43,7 +43,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from bokeh.models import DatetimeTicker, DatetimeTickFormatter
 from bokeh.palettes import Blues256
-from holoviews.operation.datashader import rasterize
 from holoviews.operation.downsample import downsample1d
 from holoviews.streams import Params, Pipe, PlotSize, RangeX, RangeXY, Tap
 
@@ -59,7 +58,8 @@ DENSE_SERIES = 10  # more series than this are drawn as a datashaded line densit
 DENSE_POINTS = 2_000  # buckets per series per query for a density: datashader needs about one per pixel
 SCREEN_POINTS = 1_500  # points per series sent to the browser; fewer loaded buckets in view → ask for finer ones
 MAX_RAW_ROWS = 20_000_000  # rows "every point" holds at most (16 bytes each); more in view → zoom in first
-SHRINK = 4  # "every point" reads the visible window again when the rows held span more than this many views
+SHRINK = 4  # "every point" reads the visible window again when the rows held span more than this many views ...
+HOLD_ROWS = 10_000_000  # ... unless they are at most this many (16 bytes each: 160 MB), kept for zooms without reads
 MIN_STEP = pd.Timedelta("1ms")
 GAP_STEPS = 3  # a jump of more than this many buckets (or typical spacings) breaks the line
 TIME_FORMAT = "%Y-%m-%d %H:%M UTC"
@@ -138,6 +138,15 @@ def _naive_utc(value) -> pd.Timestamp:
         return pd.NaT
 
 
+def _datashader():
+    """datashader and HoloViews' ``rasterize``, imported on first use: with numba, xarray and dask they add about
+    80 MB to a server process, which most processes never need (a dense view is opt-in)."""
+    import datashader
+    from holoviews.operation.datashader import rasterize
+
+    return datashader, rasterize
+
+
 _warming = threading.Lock()
 _warmed = False
 
@@ -150,6 +159,7 @@ def warm_datashader() -> None:
     with _warming:
         if _warmed:
             return
+        ds, rasterize = _datashader()
         rows = pd.DataFrame({"time": pd.date_range("2024-01-01", periods=3, freq="1s", unit="us"), "v": [1.0, 2, 3]})
         points = rows.assign(time=[0.0, 1000.0, 2000.0])  # "every point" holds epoch milliseconds
         rasterize(hv.Points(points, ["time", "v"]), aggregator=ds.count(), dynamic=False, width=4, height=4)
@@ -459,6 +469,7 @@ class HistoryView(pn.viewable.Viewer):
         self._zoom = RangeXY()
         self._zoom.param.watch(self._zoomed, "x_range")
         lines = hv.DynamicMap(partial(self._all_lines, self.kind, self.metric), streams=[self._pipe])
+        ds, rasterize = _datashader()
         density = rasterize(lines, aggregator=ds.count(self_intersect=False), streams=[self._zoom, PlotSize()]).opts(
             cmap=DENSITY_CMAP,
             cnorm="eq_hist",
@@ -516,6 +527,7 @@ class HistoryView(pn.viewable.Viewer):
         self._zoom.param.watch(self._points_zoomed, "x_range")
         points = hv.DynamicMap(partial(self._points, self.metric), streams=[self._pipe, self._zoom])
         value = self._dims()[self.metric]
+        ds, rasterize = _datashader()
         return rasterize(points, aggregator=ds.count(), streams=[self._zoom, PlotSize()]).opts(
             cmap=DENSITY_CMAP,
             cnorm="eq_hist",
@@ -553,8 +565,9 @@ class HistoryView(pn.viewable.Viewer):
         if window[1] <= window[0]:
             return
         held = self._held
-        if held[0] <= window[0] and window[1] <= held[1] and held[1] - held[0] <= SHRINK * (window[1] - window[0]):
-            return  # the rows held cover the view, and not many more: nothing to read
+        few = len(self._frame) <= HOLD_ROWS or held[1] - held[0] <= SHRINK * (window[1] - window[0])
+        if held[0] <= window[0] and window[1] <= held[1] and few:
+            return  # the rows held cover the view, and are few enough to keep: nothing to read
         request = self._latest
         if _in_session():
             pn.state.execute(partial(self._read_async, window, request))

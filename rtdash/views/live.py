@@ -15,6 +15,7 @@ import functools
 import html
 import math
 import threading
+import time
 from collections.abc import Callable, Collection
 from typing import ClassVar, NamedTuple
 
@@ -38,6 +39,7 @@ from ..stream import Runtime
 from ..stream.poller import current_dispatch
 from . import OutputGuard, OutputLifetime, one_message
 
+LISTEN_WAIT = 10.0  # seconds a notebook view holds its rows for an output whose comm is not open yet
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
 CHART_HEIGHT = 300
 CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
@@ -455,6 +457,7 @@ class LiveView(pn.viewable.Viewer):
         self._guard = OutputGuard() if self._push else None
         self._outputs = OutputLifetime([*self._price_panes, *self._weather_panes], self._end) if self._push else None
         self._behind = False  # rows were held back while an output was not listening yet
+        self._held_since: float | None = None  # monotonic time of the first update held back
         self._subscriptions = []
         for kind, poller in self.runtime.pollers.items():
             # Rows that came between the history above and the subscription are in its history; the rest are skipped.
@@ -519,9 +522,13 @@ class LiveView(pn.viewable.Viewer):
             if not self._outputs.listening():
                 # Shown, but the page has not opened the output's comm yet: Panel would keep each push and retry it
                 # every 0.1 s, and the retries go out in any order (a point out of time order).  The rows wait in the
-                # poller's history instead, taken in one go by the first update after the page listens.
-                self._behind = True
-                return
+                # poller's history instead, taken in one go by the first update after the page listens -- for
+                # ``LISTEN_WAIT`` seconds at most, so that an output whose comm never opens does not freeze the view.
+                self._held_since = self._held_since or time.monotonic()
+                if time.monotonic() - self._held_since < LISTEN_WAIT:
+                    self._behind = True
+                    return
+            self._held_since = None
             if self._behind:
                 self._behind = False
                 for other, poller in self.runtime.pollers.items():

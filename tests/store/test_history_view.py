@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from rtdash.stream import Runtime
+from rtdash.views import history
 from rtdash.views.history import (
     MIN_STEP,
     POINTS,
@@ -222,7 +223,19 @@ def test_many_series_are_a_datashaded_density_with_one_line_on_top(runtime):
     assert view._mode == "lines" and not view._highlight.visible
 
 
-def test_every_point_rasterizes_the_raw_rows_and_reads_the_window_it_shows(runtime):
+def test_every_point_keeps_up_to_hold_rows_and_zooms_without_reading(runtime):
+    start = now() - pd.Timedelta("10h")
+    runtime.store.write("price", prices(36_000, assets=("BTC",), start=start))
+    view = HistoryView(runtime=runtime, every_point=True)
+    assert view._mode == "points" and len(view._frame) == 36_000
+    held = view._frame
+    for x0, x1 in [("1h", "2h"), ("1h10min", "1h20min"), ("0h", "10h"), ("5h", "6h")]:
+        view._zoom.event(x_range=(ms(start + pd.Timedelta(x0)), ms(start + pd.Timedelta(x1))), y_range=None)
+        assert view._frame is held and view._held == view._bounds  # every zoom re-aggregates the rows held
+
+
+def test_every_point_rasterizes_the_raw_rows_and_reads_the_window_it_shows(runtime, monkeypatch):
+    monkeypatch.setattr(history, "HOLD_ROWS", 0)  # as with more rows than a session keeps: it narrows to the view
     start = now() - pd.Timedelta("10h")
     rows = prices(36_000, assets=("BTC",), start=start)  # one row a second
     runtime.store.write("price", rows[18_000:])  # the later half first: stored out of time order

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gzip
 import itertools
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +208,16 @@ def window(page, pid: int, socket: KernelSocket | None, seconds: float) -> dict[
     return result
 
 
+@contextlib.contextmanager
+def offline_jupyter(env: dict[str, str]) -> Iterator[tuple[J.JupyterServer, Any]]:
+    """A JupyterLab whose kernels talk to the fake API with ``env``, and a Chromium that reaches loopback only."""
+    with FakeAPI() as api, J.jupyter_server(fake_env(api.url, **env)) as server, J.chromium(offline=True) as browser:
+        yield server, browser
+
+
 def measure(seconds: float, baseline_seconds: float) -> dict[str, Any]:
     env = {"RTDASH_PRICE_INTERVAL": "1s", "RTDASH_WEATHER_INTERVAL": "1h"}
-    with (
-        FakeAPI() as api,
-        J.jupyter_server(fake_env(api.url, **env)) as server,
-        J.chromium(offline=True) as browser,
-    ):
+    with offline_jupyter(env) as (server, browser):
         page = J.new_page(browser, width=1200, height=1000, offline=True)
         socket = KernelSocket(page)
         J.open_notebook(page, server)
@@ -268,11 +273,7 @@ def measure(seconds: float, baseline_seconds: float) -> dict[str, Any]:
 
 def screenshot(path: Path, settle: float = 40) -> None:
     env = {"RTDASH_PRICE_INTERVAL": "1s", "RTDASH_WEATHER_INTERVAL": "2s"}
-    with (
-        FakeAPI() as api,
-        J.jupyter_server(fake_env(api.url, **env)) as server,
-        J.chromium(offline=True) as browser,
-    ):
+    with offline_jupyter(env) as (server, browser):
         page = J.new_page(browser, width=1280, height=1100, offline=True)
         J.open_notebook(page, server)
         J.run_all(page)

@@ -1,6 +1,6 @@
 """One poller per source per process: a streamz ``PeriodicDataFrame`` that never blocks and never dies.
 
-The ``PeriodicDataFrame`` is the clock.  Its callback runs on streamz's IOLoop thread, so it only *starts* a
+The ``PeriodicDataFrame`` (``Clock``, on a fixed grid) is the clock.  Its callback runs on streamz's IOLoop thread, so it only *starts* a
 fetch on the poller's own worker thread (unless one is in flight or a backoff is running) and returns an empty
 frame at once.  When a fetch completes, the worker emits the rows into the same streamz stream; the sink keeps the
 last ``backlog`` rows per series and hands the new rows to every subscriber on that subscriber's own loop.
@@ -33,6 +33,39 @@ from ..sources import SERIES, Source, SourceError, empty_frame, redact
 log = logging.getLogger("rtdash.stream")
 
 STATES = ["starting", "ok", "stale", "error"]
+
+
+def next_tick(due: float, now: float, interval: float) -> float:
+    """The clock's next due time after the tick that was due at ``due`` ran at ``now``: one interval on, on the
+    same grid however late that tick ran; a tick that could not run in its own interval is skipped, not made up."""
+    following = due + interval
+    if following <= now:
+        following += (now - following) // interval * interval + interval
+    return following
+
+
+class Clock(PeriodicDataFrame):
+    """streamz's ``PeriodicDataFrame``, ticking on a fixed grid (``start + k * interval``).
+
+    ``PeriodicDataFrame`` sleeps a whole interval after each tick (streamz 0.6.6, ``PeriodicDataFrame._cb``; no
+    upstream report found), so every late wake-up of its loop thread pushes every later tick back: with 100 viewers
+    on one server (the GIL busy with their updates) a 1 s clock ticked every 1.06 s on average and once after 1.7 s,
+    and fewer prices were fetched than the interval promises.  Here a late tick delays only itself.
+    """
+
+    @staticmethod
+    async def _cb(interval, source, continue_):
+        loop = asyncio.get_running_loop()
+        due = loop.time() + interval
+        last = pd.Timestamp.now()
+        while continue_[0]:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if not continue_[0]:
+                break
+            now = pd.Timestamp.now()
+            await asyncio.gather(*source._emit(dict(last=last, now=now)))
+            last = now
+            due = next_tick(due, loop.time(), interval)
 
 
 class SourceStatus(param.Parameterized):
@@ -172,7 +205,7 @@ class Poller:
         self._running = False
         self.updates = 0  # deliveries made to subscribers, for the metrics
         # The constructor calls _tick once, synchronously: it must not fetch yet (no sink is attached).
-        self.frame = PeriodicDataFrame(self._tick, interval=pd.Timedelta(seconds=interval), start=False)
+        self.frame = Clock(self._tick, interval=pd.Timedelta(seconds=interval), start=False)
         self.frame.stream.filter(len).sink(self._publish)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------

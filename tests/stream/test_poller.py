@@ -20,6 +20,7 @@ from streamz.dataframe import PeriodicDataFrame
 from rtdash.config import Settings
 from rtdash.sources import SourceError, make_source
 from rtdash.stream import Poller, get_runtime
+from rtdash.stream.poller import next_tick
 from tests.fakeapi import FakeAPI
 from tests.helpers import PanelServer, fake_env, wait_until
 
@@ -245,6 +246,42 @@ def test_the_retry_comes_when_it_is_due_not_at_the_next_tick(fake_api: FakeAPI, 
     wait_until(lambda: poller.status.state == "ok", timeout=10)
     first, second = fake_api.requests[:2]
     assert 3.0 <= second.time - first.time < 3.7, f"retried after {second.time - first.time:.2f} s, due after 3 s"
+
+
+@pytest.mark.parametrize(
+    ("due", "now", "expected"),
+    [(10.0, 10.0, 11.0), (10.0, 10.3, 11.0), (10.0, 10.99, 11.0), (10.0, 11.5, 12.0), (10.0, 13.2, 14.0)],
+)
+def test_the_clock_keeps_its_grid_and_skips_a_tick_it_could_not_run(due, now, expected) -> None:
+    assert next_tick(due, now, 1.0) == pytest.approx(expected)
+
+
+def test_a_late_tick_does_not_push_the_later_ones_back(fake_api: FakeAPI, make_settings, pollers) -> None:
+    """The streamz loop thread blocked for 1.5 intervals (a busy process) shifts no later fetch off the grid.  With
+    streamz's own ``PeriodicDataFrame`` every later fetch moved by half an interval."""
+    import statistics
+    import time
+
+    interval = 0.5
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"), interval=interval)
+    assert isinstance(poller.frame, PeriodicDataFrame)
+    wait_until(lambda: fake_api.count("coinbase") >= 6, timeout=30)
+    poller.frame.loop.add_callback(time.sleep, 1.5 * interval)
+    blocked = time.time()
+    wait_until(lambda: sum(r.time > blocked + 2 * interval for r in fake_api.requests) >= 6, timeout=30)
+
+    def phase(times: list[float]) -> float:  # where in the interval the fetches fall, as a median angle
+        import cmath
+
+        angles = [cmath.exp(2j * cmath.pi * (t % interval) / interval) for t in times]
+        return cmath.phase(sum(angles)) / (2 * cmath.pi) * interval
+
+    times = [r.time for r in fake_api.requests if r.provider == "coinbase"]
+    before = phase([t for t in times[1:] if t < blocked])  # the first fetch is made at start, off the grid
+    after = phase([t for t in times if t > blocked + 2 * interval])
+    shift = abs((after - before + interval / 2) % interval - interval / 2)
+    assert shift < interval / 4, f"the fetches moved {shift:.2f} s off their grid (interval {interval} s)"
+    assert statistics.median(b - a for a, b in itertools.pairwise(times[-6:])) == pytest.approx(interval, abs=0.1)
 
 
 def test_backoff_grows_with_jitter_up_to_the_cap(fake_api: FakeAPI, make_settings, pollers) -> None:

@@ -1,9 +1,10 @@
 """One poller per source per process: a streamz ``PeriodicDataFrame`` that never blocks and never dies.
 
-The ``PeriodicDataFrame`` (``Clock``, on a fixed grid) is the clock.  Its callback runs on streamz's IOLoop thread, so it only *starts* a
-fetch on the poller's own worker thread (unless one is in flight or a backoff is running) and returns an empty
-frame at once.  When a fetch completes, the worker emits the rows into the same streamz stream; the sink keeps the
-last ``backlog`` rows per series and hands the new rows to every subscriber on that subscriber's own loop.
+The ``PeriodicDataFrame`` (``Clock``, on a fixed grid) is the clock.  Its callback runs on streamz's IOLoop
+thread, so it only *starts* a fetch on the poller's own worker thread (unless one is in flight or a backoff is
+running) and returns an empty frame at once.  When a fetch completes, the worker emits the rows into the same streamz
+stream; the sink keeps the last ``backlog`` rows per series and hands the new rows to every subscriber on that
+subscriber's own loop.
 
 A slow or hanging provider therefore delays nothing but its own next fetch, and an exception never reaches
 streamz (which would stop the ``PeriodicDataFrame`` for good).

@@ -180,16 +180,17 @@ def _main_thread_comm(base: type) -> type:
             self._on_error = logged
 
         def _handle_open(self, comm, msg):
-            _on_main_thread(super()._handle_open, comm, msg)
+            on_main_thread(super()._handle_open, comm, msg)
 
         def _handle_msg(self, msg):
-            _on_main_thread(super()._handle_msg, msg)
+            on_main_thread(super()._handle_msg, msg)
 
     MainThreadComm.__name__ = MainThreadComm.__qualname__ = f"MainThread{base.__name__}"
     return MainThreadComm
 
 
-def _on_main_thread(fn, *args) -> None:
+def on_main_thread(fn, *args) -> None:
+    """``fn(*args)`` on the kernel's main thread: now if this is it (or no cell loop is known), else soon, in order."""
     if _state.loop is None or threading.get_ident() == _state.thread or _state.loop.is_closed():
         fn(*args)
     else:

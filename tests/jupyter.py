@@ -136,6 +136,37 @@ class JupyterServer:
         """The server's running kernels (its REST API)."""
         return requests.get(f"{self.url}/api/kernels", timeout=10).json()
 
+    def kernel_json(self, expression: str, kernel_id: str | None = None):
+        """The value of a Python ``expression`` in a kernel of this server (the only one if no id is given),
+        through JSON, asked over a connection of its own (no page needed: the notebook may be closed)."""
+        from jupyter_client import BlockingKernelClient
+
+        if kernel_id is None:
+            (kernel,) = self.kernels()
+            kernel_id = kernel["id"]
+        client = BlockingKernelClient(connection_file=str(self.tmp / "runtime" / f"kernel-{kernel_id}.json"))
+        client.load_connection_file()
+        client.start_channels()
+        out: list[str] = []
+
+        def collect(msg) -> None:
+            content = msg["content"]
+            if msg["msg_type"] == "stream":
+                out.append(content["text"])
+            elif msg["msg_type"] == "error":
+                out.append(f"{content['ename']}: {content['evalue']}\n")
+
+        try:
+            client.wait_for_ready(timeout=60)
+            code = f"import json as _json; print(_json.dumps({expression}))"
+            client.execute_interactive(code, store_history=False, output_hook=collect, timeout=60)
+        finally:
+            client.stop_channels()
+        try:
+            return json.loads("".join(out).strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise AssertionError(f"the kernel answered {''.join(out)!r} to {expression!r}") from None
+
     def delete(self, path: str) -> None:
         """``DELETE`` an API ``path``, with the XSRF cookie and header the server asks of a change (404: gone)."""
         with requests.Session() as http:
@@ -269,6 +300,13 @@ def open_notebook(page, server: JupyterServer, ui: str = "lab", timeout: float =
         timeout=timeout * 1000,
     )
     wait_until(lambda: kernel_status(page) == "idle", timeout, 0.2, "the notebook's kernel to be idle")
+
+
+def close_notebook(page) -> None:
+    """Close the notebook's JupyterLab tab as a user who discards the unsaved outputs would; its kernel keeps
+    running."""
+    page.evaluate(_js("panel.context.model.dirty = false; panel.close();"))
+    page.wait_for_function(f"() => ({_PANEL_JS})() === null", timeout=60_000)
 
 
 def kernel_status(page) -> str | None:

@@ -166,6 +166,7 @@ GUARDED_OUTPUTS = (
     "[ref for ref, (view, *_) in __import__('panel').state._views.items() if hasattr(view, 'select')"
     " and view.select(__import__('rtdash.views', fromlist=['OutputGuard']).OutputGuard)]"
 )
+FEEDS = "len(runtime.price.frame.stream.downstreams)"  # the poller's own sink and the hvPlot cell's feed
 STATUS_CALLBACKS = (
     "[1 for o in __import__('gc').get_objects() if type(o).__name__ == 'PeriodicCallback' and o.running"
     " and getattr(o.callback, '__qualname__', '') == 'StatusView.refresh']"
@@ -174,21 +175,50 @@ STATUS_CALLBACKS = (
 
 @pytest.mark.parametrize("ui", ["lab", "notebook"])
 def test_cleared_outputs_release_what_they_showed(lab, offline_browser, ui):
-    """Clearing every output, without running anything, ends the subscriptions of the views they showed and the
-    status badges' periodic callback, and Panel forgets those outputs; the `subscription` cell's own subscriber
-    stays and keeps receiving."""
+    """Clearing every output, without running anything, ends the subscriptions of the views they showed, the hvPlot
+    cell's feed and the status badges' periodic callback, and Panel forgets those outputs; the `subscription` cell's
+    own subscriber stays and keeps receiving."""
     page = J.new_page(offline_browser, offline=True)
     run_all(page, lab, ui=ui)
     J.wait_grows(page, J.cell_index(page, APP), "price", timeout=60)
-    # The Live cell's view, the app cell's and the `subscription` cell's; the Live, Refresh and app outputs.
+    # The Live cell's view, the app cell's and the `subscription` cell's; the hvPlot, Live, Refresh and app outputs.
     assert J.kernel_json(page, "runtime.price.subscriber_count") == 3
-    assert len(J.kernel_json(page, GUARDED_OUTPUTS)) == 3
+    assert len(J.kernel_json(page, GUARDED_OUTPUTS)) == 4
     assert J.kernel_json(page, STATUS_CALLBACKS) == [1]
+    assert J.kernel_json(page, FEEDS) == 2
 
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
     count = "runtime.price.subscriber_count"
     wait_until(lambda: J.kernel_json(page, count) == 1, 60, 0.5, "the cleared outputs' subscriptions to end")
     assert J.kernel_json(page, GUARDED_OUTPUTS) == []
     assert J.kernel_json(page, STATUS_CALLBACKS) == []
+    assert J.kernel_json(page, FEEDS) == 1
     received = J.kernel_json(page, "len(received)")
     wait_until(lambda: J.kernel_json(page, "len(received)") > received, 60, 0.5, "the poller to keep delivering")
+
+
+@pytest.mark.parametrize("ui", ["lab", "notebook"])
+def test_closing_the_notebook_releases_what_it_showed(lab, offline_browser, ui):
+    """Closing the notebook (its JupyterLab tab; Notebook 7's browser tab) with its kernel left running ends the
+    subscriptions of the views its outputs showed, the hvPlot cell's feed and the status badges' periodic callback;
+    the `subscription` cell's own subscriber stays and keeps receiving.  The kernel is asked over a connection of
+    its own: the page's is gone."""
+    page = J.new_page(offline_browser, offline=True)
+    run_all(page, lab, ui=ui)
+    J.wait_grows(page, J.cell_index(page, APP), "price", timeout=60)
+    count = "runtime.price.subscriber_count"
+    assert lab.kernel_json(count) == 3
+    assert lab.kernel_json(FEEDS) == 2
+    assert len(lab.kernel_json(GUARDED_OUTPUTS)) == 4
+
+    if ui == "lab":
+        J.close_notebook(page)
+    else:
+        page.close()
+    wait_until(lambda: lab.kernel_json(count) == 1, 60, 0.5, "the closed notebook's subscriptions to end")
+    assert lab.kernel_json(FEEDS) == 1
+    assert lab.kernel_json(GUARDED_OUTPUTS) == []
+    assert lab.kernel_json(STATUS_CALLBACKS) == []
+    assert len(lab.kernels()) == 1  # the kernel still runs
+    received = lab.kernel_json("len(received)")
+    wait_until(lambda: lab.kernel_json("len(received)") > received, 60, 0.5, "the poller to keep delivering")

@@ -185,8 +185,11 @@ class HistoryView(pn.viewable.Viewer):
         default=None, objects=[], allow_None=True, doc="The series drawn as a line over a density of many series."
     )
 
-    def __init__(self, **params):
+    def __init__(self, deferred: bool = False, **params):
+        """``deferred``: read nothing from the store until ``show()`` (its tab shown), so that a session whose
+        History tab is never opened costs no query (the app's tabs)."""
         super().__init__(**params)
+        self._wanted = not deferred  # whether the selection is loaded (and reloaded on every change)
         if self.settings is None and self.runtime is not None:
             self.settings = self.runtime.settings
         self.store: Store | None = getattr(self.runtime, "store", None)
@@ -243,6 +246,8 @@ class HistoryView(pn.viewable.Viewer):
             reason = getattr(self.runtime, "store_error", None) or "RTDASH_STORE is none"
             self._say(f"History is off: {reason}.", "warning")
             self._layout[:] = [self._message]
+        elif not self._wanted:
+            pass  # show() loads
         elif _in_session():
             # Not pn.state.onload: a page whose map tiles cannot load (offline) never reports itself ready.
             pn.state.execute(self._load_async)
@@ -251,6 +256,12 @@ class HistoryView(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
+
+    def show(self) -> None:
+        """Its tab is shown: from now on the selection is loaded, at once and after every change."""
+        if not self._wanted:
+            self._wanted = True
+            self._changed()
 
     # -- selection ---------------------------------------------------------------------------------------------------
 
@@ -299,7 +310,7 @@ class HistoryView(pn.viewable.Viewer):
 
     @param.depends("span", "custom", "metric", "asset", "cities", "every_point", watch=True)
     def _changed(self) -> None:
-        if self.store is None:
+        if self.store is None or not self._wanted:
             return
         if _in_session() and not _warmed:  # someone uses the tab: its dense views may follow
             threading.Thread(target=warm_datashader, name="rtdash-warm-datashader", daemon=True).start()

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import param
@@ -57,6 +58,8 @@ TILE_SOURCES = [
 ]
 
 DURATION_HELP = "a positive duration such as 500ms, 5s, 2min, 90d (a bare number means seconds)"
+URL_SETTINGS = ("coinbase_url", "coincap_url", "openmeteo_url", "openmeteo_geocoding_url", "openweather_url")
+DAY = 86400.0
 
 
 class SettingsError(ValueError):
@@ -87,9 +90,52 @@ def format_duration(seconds: float) -> str:
     """The inverse of :func:`parse_duration` for messages: ``0.5`` -> ``500ms``, ``120`` -> ``2min``."""
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
+    if seconds >= DAY and seconds % DAY == 0:
+        return f"{seconds / DAY:g}d"
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g}min"
     return f"{seconds:g}s"
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """Every form in which a message may show the password of ``scheme://user:password@host/...``, however
+    malformed the URL (no parser that could refuse it is used): what lies between ``user:`` and the last ``@``, raw
+    and percent-decoded, and the ``@``-separated pieces of it (a driver that splits at the first ``@`` shows the rest
+    as part of the host); likewise a ``password=`` query parameter.  Longest first; empty without a password.
+    """
+    text = str(url or "")
+    _, scheme, rest = text.partition("://")
+    if not scheme:
+        return []
+    found = re.findall(r"(?i)[?&]password=([^&#]+)", rest)
+    userinfo, at, _ = rest.rpartition("@")
+    _, colon, password = userinfo.partition(":")
+    if at and colon and password:
+        found.append(password)
+    forms = set()
+    for secret in found:
+        for form in (secret, unquote(secret)):
+            forms.add(form)
+            forms.update(piece for piece in form.split("@") if len(piece) >= 3)  # shorter would blank out text
+    return sorted(forms, key=len, reverse=True)
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable http(s) base URL (scheme, host, port 1..65535, no whitespace), or None."""
+    if any(char.isspace() for char in value):
+        return "it contains whitespace"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises for a port that is not a number or out of range
+    except ValueError as exc:
+        return f"it is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "its scheme is not http:// or https://"
+    if not parts.hostname:
+        return "it has no host"
+    if port == 0:
+        return "its port is 0"
+    return None
 
 
 def split_list(text: str) -> list[str]:
@@ -112,15 +158,19 @@ class Settings(param.Parameterized):
     assets = param.List(default=["BTC"], item_type=str, bounds=(1, None), doc="Asset symbols to track.")
     quote = param.String(default="USD", regex=r"^[A-Z]{3,5}$", doc="Quote currency of the prices.")
     cities = param.List(default=list(DEFAULT_CITIES), item_type=str, bounds=(1, None), doc="City names to watch.")
-    price_interval = param.Number(default=5.0, bounds=(0.1, None), doc="Seconds between price polls (>= 100ms).")
-    weather_interval = param.Number(default=120.0, bounds=(0.1, None), doc="Seconds between weather polls (>= 100ms).")
-    units = param.Selector(default="metric", objects=["metric", "imperial"], doc="°C, m/s or °F, mph.")
-    backlog = param.Integer(default=1000, bounds=(1, None), doc="Points kept per live series.")
-    timeout = param.Number(default=10.0, bounds=(0, None), inclusive_bounds=(False, True), doc="HTTP timeout, s.")
-    backoff_max = param.Number(
-        default=300.0, bounds=(0, None), inclusive_bounds=(False, True), doc="Longest wait between retries, s."
+    # Every number from outside is parsed into a bounded range or refused, naming the setting, here at load: a value
+    # accepted now must not fail later (a timeout too large for a socket, a backlog too large for a deque).
+    price_interval = param.Number(
+        default=5.0, bounds=(0.1, 365 * DAY), doc="Seconds between price polls (100ms to 365d)."
     )
-    seed = param.Integer(default=0, doc="Seed of the simulated source.")
+    weather_interval = param.Number(
+        default=120.0, bounds=(0.1, 365 * DAY), doc="Seconds between weather polls (100ms to 365d)."
+    )
+    units = param.Selector(default="metric", objects=["metric", "imperial"], doc="°C, m/s or °F, mph.")
+    backlog = param.Integer(default=1000, bounds=(1, 1_000_000), doc="Points kept per live series.")
+    timeout = param.Number(default=10.0, bounds=(0.1, 300.0), doc="HTTP timeout, s (100ms to 5min).")
+    backoff_max = param.Number(default=300.0, bounds=(0.1, DAY), doc="Longest wait between retries, s (up to 1d).")
+    seed = param.Integer(default=0, bounds=(0, 2**32 - 1), doc="Seed of the simulated source.")
     tiles = param.String(default="CartoLight", doc="Map tile source name, or 'none' for plain axes.")
     log_format = param.Selector(default="text", objects=["text", "json"], doc="Server log line format.")
     store = param.String(
@@ -130,9 +180,9 @@ class Settings(param.Parameterized):
     retention = param.Number(
         default=None,
         allow_None=True,
-        bounds=(0, None),
+        bounds=(0, 36500 * DAY),
         inclusive_bounds=(False, True),
-        doc="Seconds of history kept (e.g. 90d); unset or 'none' keeps everything.",
+        doc="Seconds of history kept (e.g. 90d, at most 36500d); unset or 'none' keeps everything.",
     )
     role = param.Selector(
         default="all",
@@ -213,10 +263,14 @@ class Settings(param.Parameterized):
                 "RTDASH_WEATHER_SOURCE=openweather needs OPENWEATHER_API_KEY (in the environment or .env); "
                 "or use open-meteo, which needs no key"
             )
-        for name in ("coinbase_url", "coincap_url", "openmeteo_url", "openmeteo_geocoding_url", "openweather_url"):
-            value = getattr(self, name)
-            if not re.match(r"^https?://[^/\s]+", value or ""):
-                raise SettingsError(f"{env_name(name)}={value!r} is invalid: expected an http:// or https:// URL")
+        for name in URL_SETTINGS:
+            value = getattr(self, name) or ""
+            problem = url_problem(value)
+            if problem:
+                raise SettingsError(
+                    f"{env_name(name)}={_shown(value)} is invalid: {problem}; expected an http:// or https:// URL "
+                    "with a host and a port from 1 to 65535, such as https://api.example.com"
+                )
         if self.price_provider == "coincap" and self.quote != "USD":
             raise SettingsError(f"RTDASH_QUOTE={self.quote!r} is invalid with CoinCap: expected USD (or use coinbase)")
         tiles = {name.casefold(): name for name in TILE_SOURCES}
@@ -253,8 +307,12 @@ class Settings(param.Parameterized):
 
     @property
     def secrets(self) -> list[str]:
-        """The API keys that are set: to be removed from every message."""
-        return [key for key in (self.coincap_api_key, self.openweather_api_key, self.metrics_token) if key]
+        """The API keys that are set and the passwords in the store's and providers' URLs (in every form a message
+        may show them, however malformed the URL): to be removed from every message."""
+        keys = [key for key in (self.coincap_api_key, self.openweather_api_key, self.metrics_token) if key]
+        for url in (self.store, *(getattr(self, name) for name in URL_SETTINGS)):
+            keys += [secret for secret in url_secrets(url) if secret not in keys]
+        return keys
 
     @property
     def price_provider(self) -> str:
@@ -314,7 +372,11 @@ class Settings(param.Parameterized):
         out: dict[str, object] = {}
         for name in self._setting_names():
             value = getattr(self, name)
-            out[env_name(name)] = ("set" if value else "unset") if name in SECRET_ENV else value
+            if name in SECRET_ENV:
+                value = "set" if value else "unset"
+            elif isinstance(value, str):
+                value = _hide(value)
+            out[env_name(name)] = value
         return out
 
 
@@ -324,6 +386,35 @@ def env_name(name: str) -> str:
 
 def _hashable(value):
     return tuple(value) if isinstance(value, list) else value
+
+
+def _hide(text: str) -> str:
+    """``text`` with the password of a URL in it replaced by ``***``."""
+    for secret in url_secrets(text):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _shown(text: str) -> str:
+    """A value as a message quotes it: passwords hidden, at most 100 characters."""
+    text = _hide(text)
+    return repr(text if len(text) <= 100 else text[:97] + "...")
+
+
+def _whole_numbers(p: param.Integer) -> str:
+    """What an integer setting accepts: ``a whole number of at least 1 and at most 1,000,000``."""
+    lower, upper = p.bounds or (None, None)
+    least = f"at least {lower}" if lower is not None else ""
+    most = f"at most {upper:,}" if upper is not None else ""
+    return " of ".join(filter(None, ["a whole number", " and ".join(filter(None, [least, most]))]))
+
+
+def _durations(p: param.Number) -> str:
+    """What a duration setting accepts: ``a duration of at least 100ms and at most 5min``."""
+    lower, upper = p.bounds or (None, None)
+    least = f"at least {format_duration(lower)}" if lower else ""
+    most = f"at most {format_duration(upper)}" if upper else ""
+    return " of ".join(filter(None, ["a duration", " and ".join(filter(None, [least, most]))]))
 
 
 def _accepted(p: param.Parameter) -> str:
@@ -336,7 +427,7 @@ def _convert(cls: type[Settings], name: str, env: str, text: str):
     """One environment string to the parameter's type, or a one-line SettingsError."""
     p = cls.param[name]
     text = str(text).strip()
-    shown = "<hidden>" if name in SECRET_ENV else repr(text)
+    shown = "<hidden>" if name in SECRET_ENV else _shown(text)
     try:
         if name in SECRET_ENV:
             return text or None
@@ -357,19 +448,17 @@ def _convert(cls: type[Settings], name: str, env: str, text: str):
             return [item.upper() for item in items] if name == "assets" else items
         if isinstance(p, param.Integer):
             value = int(text)
-            lower = p.bounds[0] if p.bounds else None
-            if lower is not None and value < lower:
-                raise SettingsError(f"{env}={shown} is invalid: expected a whole number of at least {lower}")
+            lower, upper = p.bounds or (None, None)
+            if (lower is not None and value < lower) or (upper is not None and value > upper):
+                raise SettingsError(f"{env}={shown} is invalid: expected {_whole_numbers(p)}")
             return value
         if isinstance(p, param.Number):
             if p.allow_None and text.lower() in ("", "none", "off"):
                 return None
             value = parse_duration(text)
-            lower = p.bounds[0] if p.bounds else None
-            if lower and value < lower:
-                raise SettingsError(
-                    f"{env}={shown} is invalid: expected a duration of at least {format_duration(lower)}"
-                )
+            lower, upper = p.bounds or (None, None)
+            if (lower and value < lower) or (upper is not None and value > upper):
+                raise SettingsError(f"{env}={shown} is invalid: expected {_durations(p)}")
             return value
         if name == "quote":
             value = text.upper()

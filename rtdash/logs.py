@@ -33,22 +33,42 @@ class RedactFilter(logging.Filter):
         self.secrets = _secrets if secrets is None else secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact ``record`` in place; never raises, so a record that cannot be formatted still gives a line."""
         secrets = sorted(self.secrets, key=len, reverse=True)
         try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: keep what there is rather than losing the line
-            message = f"{record.msg} {record.args}"
-        record.msg, record.args = redact(message, secrets), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text, secrets)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info, secrets)
-        for name, value in list(record.__dict__.items()):
-            if name not in _STANDARD and isinstance(value, str):
-                setattr(record, name, redact(value, secrets))
+            record.msg, record.args = redact(_message(record), secrets), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text, secrets)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info, secrets)
+            for name, value in list(record.__dict__.items()):
+                if name not in _STANDARD and isinstance(value, str):
+                    setattr(record, name, redact(value, secrets))
+        except Exception as exc:  # keep the event, drop whatever could not be redacted
+            record.msg, record.args = f"{record.name}: a log record could not be redacted ({type(exc).__name__})", None
+            record.exc_info = record.exc_text = record.stack_info = None
+            for name in [name for name in record.__dict__ if name not in _STANDARD]:
+                delattr(record, name)
         return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; when its arguments do not format (a bad format string, a ``repr`` that raises), the
+    format string and each argument that can be shown, rather than losing the line."""
+    try:
+        return record.getMessage()
+    except Exception:
+        args = record.args if isinstance(record.args, tuple) else () if record.args is None else (record.args,)
+        return " ".join([_show(record.msg), *(_show(arg) for arg in args)])
+
+
+def _show(value: object) -> str:
+    try:
+        return value if isinstance(value, str) else repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,7 +25,7 @@ import pandas as pd
 import param
 
 from .config import Settings, SettingsError, format_duration
-from .sources import SERIES
+from .sources import SERIES, redact
 from .sources.base import tidy
 from .store import KINDS
 
@@ -125,7 +125,8 @@ class Follower:
             except Exception as exc:
                 failures += 1
                 delay = min(BACKOFF_MAX, 0.5 * 2 ** (failures - 1))
-                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                message = redact(f"{type(exc).__name__}: {first}", self.runtime.settings.secrets)  # the store password
                 if self.status.state != "down":
                     log.warning(
                         "viewer: cannot follow the history store: %s; retrying in %s", message, format_duration(delay)

@@ -62,6 +62,11 @@ LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
 ROWS_FETCHED = Counter("rtdash_rows_fetched", "Rows received from providers.", ["kind", "provider"])
+ROWS_REJECTED = Counter(
+    "rtdash_rows_rejected",
+    "Rows refused: a value not finite or outside its metric's physical range, or in a unit not asked for.",
+    ["kind", "provider", "reason"],
+)
 UPDATES = Counter("rtdash_updates_pushed", "New rows handed to a session (or the store writer).", ["kind"])
 SOURCE_UP = Gauge(
     "rtdash_source_up", "1 while the source's last fetch succeeded.", ["kind"], multiprocess_mode="livemax"
@@ -159,6 +164,13 @@ class _Sampler:
                 metric.labels(*labels).inc(delta[name])
         if delta["updates"] > 0:
             UPDATES.labels(poller.kind).inc(delta["updates"])
+        with self._lock:  # rows refused, by reason: only a live provider refuses rows, hence its label
+            counts = dict(status.rejected)
+            rejected = {reason: n - seen.get(f"rejected:{reason}", 0) for reason, n in counts.items()}
+            seen.update({f"rejected:{reason}": n for reason, n in counts.items()})
+        for reason, n in rejected.items():
+            if n > 0:
+                ROWS_REJECTED.labels(poller.kind, poller.source.label, reason).inc(n)
 
     def sync_writer(self, writer) -> None:
         if writer is None:

@@ -8,6 +8,7 @@ import pandas as pd
 import param
 
 from .base import Source, SourceError
+from .http import RETRY_AFTER_MAX
 
 
 class AutoSource(Source):
@@ -38,13 +39,16 @@ class AutoSource(Source):
     def fetch(self) -> pd.DataFrame:
         if self.live_seen:
             return self.live.fetch()
+        rejected: dict[str, str] = {}
         if time.monotonic() >= self._live_not_before:
             try:
                 df = self.live.fetch()
             except SourceError as exc:
-                # Honour Retry-After even while showing simulated rows.
-                self._live_not_before = time.monotonic() + (exc.retry_after or 0)
+                # Honour Retry-After even while showing simulated rows, capped as the poller caps it.
+                wait = min(exc.retry_after or 0.0, self.settings.backoff_max, RETRY_AFTER_MAX)
+                self._live_not_before = time.monotonic() + wait
                 self.fallback_reason = str(exc)
+                rejected = exc.rejected
             else:
                 with param.edit_constant(self):
                     self.simulated = False
@@ -52,7 +56,9 @@ class AutoSource(Source):
                 return df
         with param.edit_constant(self):
             self.simulated = True
-        return self.fallback.fetch()
+        df = self.fallback.fetch()
+        df.attrs["rejected"] = rejected  # the live rows refused, still counted while simulated rows stand in
+        return df
 
     def close(self) -> None:
         self.live.close()

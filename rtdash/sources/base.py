@@ -29,26 +29,50 @@ _KEY_PATTERNS = [
 
 
 def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """``text`` with every known secret and anything shaped like a key in a URL or header removed."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """``text`` with every known secret and anything shaped like a key or a password in a URL or header removed.
+
+    The longest secret goes first, so that a piece of one (see :func:`rtdash.config.url_secrets`) cannot leave the
+    rest of it behind.  A URL's ``user:password@`` loses everything up to its last ``@``.
+    """
+    text = str(text)
+    for secret in sorted({str(s) for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
     for pattern in _KEY_PATTERNS:
         text = pattern.sub(r"\1***", text)
-    return text
+    text = re.sub(r"(?i)([?&]password=)[^&\s'\"]+", r"\1***", text)
+    return re.sub(r"(://[^:/@\s'\"]*:)[^\s'\"]*@", r"\1***@", text)
 
 
 class SourceError(Exception):
-    """A provider failed: a short message fit for a user, and when to retry at the earliest."""
+    """A provider failed: a short message fit for a user, and when to retry at the earliest.
+
+    When a fetch failed because no row was left, ``rejected`` maps each series whose row was refused
+    (:class:`RejectedRow`) to the reason, for the counter.
+    """
 
     def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.rejected: dict[str, str] = {}
+
+
+class RejectedRow(SourceError):
+    """A provider answered for a series, well formed, with a value that cannot be a measurement.
+
+    ``reason`` is a short label for the metrics (``not_a_number``, ``not_finite``, ``out_of_range``, ``no_value``,
+    ``unit``); the message says what the value was and why it was refused.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def number(value) -> float:
-    """A float out of a provider's number, numeric string or null (NaN)."""
+    """A float out of a provider's number, numeric string or null (NaN); JSON ``true``/``false`` are not numbers."""
+    if isinstance(value, bool):
+        return math.nan
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -72,6 +96,42 @@ def tidy(df: pd.DataFrame, kind: str) -> pd.DataFrame:
         else:
             out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     return out.reset_index(drop=True)
+
+
+# Every value from a provider is a number from outside: a row is kept only when its values are finite and within the
+# physical range of their metric, in the units asked for (the records are -89.2 and 56.7 °C, 113 m/s).  A weather
+# row may miss a value (a gap in that chart) but not all of them.
+VALUES = {"price": ["price"], "weather": ["temperature", "humidity", "wind_speed"]}
+RANGES = {
+    "metric": {"temperature": (-90.0, 60.0), "humidity": (0.0, 100.0), "wind_speed": (0.0, 120.0)},
+    "imperial": {"temperature": (-130.0, 140.0), "humidity": (0.0, 100.0), "wind_speed": (0.0, 270.0)},
+}
+PRICE_MAX = 1e12  # above any asset in any quote currency; a price must also be above 0
+
+
+def refusal(row: dict, kind: str, units: str) -> tuple[str, str] | None:
+    """Why ``row`` (a tidy row of ``kind`` in ``units``) cannot be a measurement: ``(reason, what)``, or None."""
+    values = {name: row[name] for name in VALUES[kind]}
+    if kind == "weather" and all(math.isnan(value) for value in values.values()):
+        return "no_value", "a row with no value"
+    for name, value in values.items():
+        label = name.replace("_", " ")
+        if kind == "weather" and math.isnan(value):
+            continue
+        if not math.isfinite(value):
+            return "not_finite", f"{label} {value:g} (not a finite number)"
+        if kind == "price":
+            quote = row.get("quote") or ""
+            if value <= 0:
+                return "out_of_range", f"price {value:g} {quote} (not above 0)"
+            if value > PRICE_MAX:
+                return "out_of_range", f"price {value:g} {quote} (outside 0…{PRICE_MAX:g} {quote})"
+            continue
+        low, high = RANGES[units][name]
+        if not low <= value <= high:
+            unit = UNITS[units][name]
+            return "out_of_range", f"{label} {value:g} {unit} (outside {low:g}…{high:g} {unit})"
+    return None
 
 
 class Source(param.Parameterized):
@@ -123,10 +183,35 @@ class Source(param.Parameterized):
         one series per request implement ``fetch_one``; those that batch override ``fetch``.
         """
         rows, errors = fetch_each(self.fetch_one, self.series)
-        if not rows:
-            raise errors[0][1]
-        df = tidy(pd.DataFrame(rows).assign(source=self.source_type), self.kind)
-        df.attrs["errors"] = {name: str(err) for name, err in errors}
+        return self.to_frame(rows, dict(errors))
+
+    def to_frame(self, rows: list[dict], errors: dict[str, SourceError]) -> pd.DataFrame:
+        """The tidy frame of ``rows`` (dicts of the schema's columns but ``source``), checked; what every fetch returns.
+
+        A row that cannot be a measurement (:func:`refusal`) is left out, and joins ``errors`` as a
+        :class:`RejectedRow`.  ``df.attrs["errors"]`` holds every series' error message, ``df.attrs["rejected"]``
+        the reasons of the refused ones.  When no row is left, raises the most telling error (one that says when
+        to retry first) with ``rejected`` set.
+        """
+        errors = dict(errors)
+        df = tidy(pd.DataFrame(rows).assign(source=self.source_type), self.kind) if rows else empty_frame(self.kind)
+        keep = []
+        for row in df.to_dict("records"):
+            refused = refusal(row, self.kind, self.settings.units)
+            if refused is not None:
+                reason, what = refused
+                errors[row[SERIES[self.kind]]] = RejectedRow(f"{self.label}: rejected {what}", reason)
+            keep.append(refused is None)
+        df = df[keep].reset_index(drop=True) if len(df) else df
+        rejected = {name: err.reason for name, err in errors.items() if isinstance(err, RejectedRow)}
+        if not len(df):
+            if not errors:
+                raise SourceError(f"{self.label}: no rows")
+            error = sorted(errors.values(), key=lambda err: err.retry_after is None)[0]
+            error.rejected = rejected
+            raise error
+        df.attrs["errors"] = {name: str(err) for name, err in errors.items()}
+        df.attrs["rejected"] = rejected
         return df
 
     def fetch_one(self, name: str) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .http import HTTPSource, unexpected
+from .http import HTTPSource, not_a_number, unexpected
 
 
 def coinbase_error(body) -> str | None:
@@ -22,10 +22,13 @@ def parse_spot(body, provider: str = "Coinbase") -> float:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict) or "amount" not in data:
         raise unexpected(provider, "no data.amount")
+    amount = data["amount"]
     try:
-        return float(data["amount"])
+        if isinstance(amount, bool):  # JSON true is no price, though float(True) == 1.0
+            raise TypeError(amount)
+        return float(amount)  # "NaN", "Infinity" and "1e308" too: Source.to_frame refuses them
     except (TypeError, ValueError):
-        raise unexpected(provider, f"amount {data['amount']!r} is not a number") from None
+        raise not_a_number(provider, "amount", amount) from None
 
 
 class CoinbaseSource(HTTPSource):

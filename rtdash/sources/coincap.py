@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .base import SourceError
-from .http import HTTPSource, unexpected
+from .http import HTTPSource, not_a_number, unexpected
 
 # CoinCap names assets by id, not by symbol.
 COINCAP_IDS = {
@@ -41,9 +41,11 @@ def parse_asset(body, provider: str = "CoinCap") -> tuple[float, pd.Timestamp | 
     if not isinstance(data, dict) or data.get("priceUsd") is None:
         raise unexpected(provider, "no data.priceUsd")
     try:
-        price = float(data["priceUsd"])
+        if isinstance(data["priceUsd"], bool):  # JSON true is no price, though float(True) == 1.0
+            raise TypeError(data["priceUsd"])
+        price = float(data["priceUsd"])  # "NaN" and "1e308" too: Source.to_frame refuses them
     except (TypeError, ValueError):
-        raise unexpected(provider, f"priceUsd {data['priceUsd']!r} is not a number") from None
+        raise not_a_number(provider, "priceUsd", data["priceUsd"]) from None
     stamp = body.get("timestamp")
     try:
         time = pd.Timestamp(int(stamp), unit="ms", tz="UTC") if isinstance(stamp, int | float) else None

@@ -12,7 +12,7 @@ from typing import Any
 import requests
 
 from .. import __version__
-from .base import Source, SourceError, redact
+from .base import RejectedRow, Source, SourceError, redact
 
 USER_AGENT = f"rtdash/{__version__} (+https://github.com/rtdash/rtdash)"
 
@@ -27,17 +27,40 @@ def new_session() -> requests.Session:
     return session
 
 
+# A provider's Retry-After is a number from outside: it is read into 0 … RETRY_AFTER_READ_MAX seconds (400 digits or
+# the year 9999 read as that much), and a poller waits at most RTDASH_BACKOFF_MAX or RETRY_AFTER_MAX, whichever is
+# smaller, saying so when the provider asked for more (rtdash.stream.poller).  A header that is neither seconds nor
+# an HTTP date is ignored, and the error's message says so.
+RETRY_AFTER_MAX = 3600.0  # s: the longest wait a provider can impose, whatever RTDASH_BACKOFF_MAX says
+RETRY_AFTER_READ_MAX = 86400.0  # s: longer asks read as a day, which is still more than any cap
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), within ``0 … RETRY_AFTER_READ_MAX``.
+
+    None when there is no header, or when it is neither (a negative number, garbage).
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    if _DELTA_SECONDS.fullmatch(value):
+        seconds = float(value)  # may be inf for hundreds of digits: bounded below
+    else:
+        try:
+            seconds = max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return min(seconds, RETRY_AFTER_READ_MAX)
+
+
+def _ignored_retry_after(value: str | None) -> str:
+    """The note for an error's message when a ``Retry-After`` header was present but unreadable, else ``""``."""
+    if value is None or not value.strip() or retry_after(value) is not None:
+        return ""
+    shown = value.strip()
+    shown = shown[:40] + ("…" if len(shown) > 40 else "")
+    return f"; Retry-After {shown!r} ignored (not seconds or an HTTP date)"
 
 
 def _snippet(text: str, limit: int = 120) -> str:
@@ -76,7 +99,8 @@ def get_json(
         raise SourceError(redact(f"{provider}: {type(exc).__name__}", secrets)) from None
 
     status = response.status_code
-    wait = retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+    header = response.headers.get("Retry-After") if status in (429, 503) else None
+    wait, note = retry_after(header), _ignored_retry_after(header)
     try:
         body = response.json()
     except ValueError:
@@ -87,7 +111,7 @@ def get_json(
         else:
             kind = "an HTML page" if "<html" in response.text[:500].lower() else "invalid JSON"
             message = f"{provider}: answered with {kind} instead of data" + (f" ({text})" if text else "")
-        raise SourceError(redact(message, secrets), retry_after=wait, status=status) from None
+        raise SourceError(redact(message + note, secrets), retry_after=wait, status=status) from None
 
     message = read_error(body)
     if status >= 400 or message:
@@ -95,13 +119,18 @@ def get_json(
             text = f"{provider}: HTTP {status} {response.reason or ''}".rstrip()
         else:
             text = f"{provider}: HTTP {status}: {message}" if status >= 400 else f"{provider}: {message}"
-        raise SourceError(redact(text, secrets), retry_after=wait, status=status)
+        raise SourceError(redact(text + note, secrets), retry_after=wait, status=status)
     return body
 
 
 def unexpected(provider: str, what: str) -> SourceError:
     """The error for a well-formed answer of the wrong shape."""
     return SourceError(f"{provider}: unexpected answer ({what})")
+
+
+def not_a_number(provider: str, what: str, value) -> RejectedRow:
+    """The refusal of a series' row whose value is not a number at all (null, text, JSON ``true``)."""
+    return RejectedRow(f"{provider}: unexpected answer ({what} {value!r} is not a number)", "not_a_number")
 
 
 class HTTPSource(Source):

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from .base import Source, tidy
+from .base import Source
 from .cities import built_in
 
 START_PRICES = {"BTC": 65000.0, "ETH": 3500.0, "SOL": 150.0, "DOGE": 0.15, "ADA": 0.45, "XRP": 0.55, "LTC": 80.0}
@@ -42,7 +42,7 @@ class SimulatedPrice(Source):
 
     def fetch(self) -> pd.DataFrame:
         rows = [self.fetch_one(asset) for asset in self.series]
-        return tidy(pd.DataFrame(rows).assign(source=self.source_type), self.kind)
+        return self.to_frame(rows, {})
 
 
 class SimulatedWeather(Source):
@@ -81,7 +81,7 @@ class SimulatedWeather(Source):
         for city in self.series:
             lat, lon = built_in(city) or _made_up_place(city)
             rows.append(self.weather_at(city, lat, lon, now))
-        return tidy(pd.DataFrame(rows).assign(source=self.source_type), self.kind)
+        return self.to_frame(rows, {})
 
 
 def _made_up_place(city: str) -> tuple[float, float]:

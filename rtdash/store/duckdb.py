@@ -28,6 +28,14 @@ def _dollar(sql: str) -> str:
     return _PARAM.sub(r"$\1", sql)
 
 
+def _os_reason(exc: OSError) -> str:
+    """What the operating system said, and about which path."""
+    if isinstance(exc, FileExistsError):  # mkdir(exist_ok=True) says this of a file where a folder must be
+        return f"{exc.filename} is not a directory"
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
 class DuckDBStore(Store):
     """History in a DuckDB file.  Every operation uses its own cursor, so threads never share one."""
 
@@ -35,15 +43,20 @@ class DuckDBStore(Store):
 
     def __init__(self, path: str | Path):
         super().__init__(str(path))
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(path))
+        except OSError as exc:  # the folder cannot be made: a file in the way, no permission
+            raise StoreError(f"cannot open the history store {path}: {_os_reason(exc)}") from None
         except duckdb.IOException as exc:
             reason = str(exc).split(". See also")[0]
-            raise StoreError(
-                f"cannot open the history store {path}: {reason}. A DuckDB file is used by one process at a time: "
-                "stop the other one, or use PostgreSQL (RTDASH_STORE=postgresql://...) for several processes"
-            ) from None
+            hint = ""
+            if "lock" in reason.lower():  # only a lock conflict means another process has the file
+                hint = (
+                    ". A DuckDB file is used by one process at a time: stop the other one, or use PostgreSQL "
+                    "(RTDASH_STORE=postgresql://...) for several processes"
+                )
+            raise StoreError(f"cannot open the history store {path}: {reason}{hint}") from None
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the history store {path}: {exc}") from None
         self._closed = threading.Event()

@@ -17,12 +17,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from ..sources import COLUMNS, SERIES
+from ..config import url_secrets
+from ..sources import COLUMNS, SERIES, redact
 from .base import KINDS, Store, StoreError, table_ddl
 
 try:
@@ -39,12 +39,8 @@ CONNECT_TIMEOUT = 5  # seconds; an unreachable server must not hang the writer o
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``: for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with its password replaced by ``***``, however malformed the URL (it never raises): for messages."""
+    return redact(url, url_secrets(url))
 
 
 class PostgresStore(Store):
@@ -66,7 +62,17 @@ class PostgresStore(Store):
     # -- connections -----------------------------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="rtdash")
+        try:
+            conn = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name="rtdash"
+            )
+        except Exception as exc:
+            # The driver quotes what it could not parse or resolve (a bad escape, a host after an unencoded "@"):
+            # the password is removed here, so that no status, log line or page built from the error shows it.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(
+                f"cannot connect to the history store {redact_url(self.url)}: {redact(reason, url_secrets(self.url))}"
+            ) from None
         try:
             conn.execute("SET TimeZone = 'UTC'")
             if not self._schema_ready:

@@ -30,6 +30,7 @@ from tornado.ioloop import IOLoop
 
 from ..config import format_duration
 from ..sources import SERIES, Source, SourceError, empty_frame, redact
+from ..sources.http import RETRY_AFTER_MAX
 
 log = logging.getLogger("rtdash.stream")
 
@@ -87,6 +88,7 @@ class SourceStatus(param.Parameterized):
     fetches = param.Integer(default=0, doc="Fetches attempted since start.")
     errors = param.Integer(default=0, doc="Fetches failed since start.")
     rows = param.Integer(default=0, doc="Rows received since start.")
+    rejected = param.Dict(default={}, doc="Rows refused since start (absurd values, wrong units), by reason.")
     interval = param.Number(default=None, allow_None=True)
 
     def snapshot(self) -> dict:
@@ -102,6 +104,14 @@ class SourceStatus(param.Parameterized):
 
 def _now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC")
+
+
+def _count(counts: dict[str, int], rejected: dict[str, str] | None) -> dict[str, int]:
+    """``counts`` (rows refused by reason) plus the refused rows of one fetch (``{series: reason}``), as a new dict."""
+    out = dict(counts)
+    for reason in (rejected or {}).values():
+        out[reason] = out.get(reason, 0) + 1
+    return out
 
 
 class Subscription:
@@ -327,6 +337,7 @@ class Poller:
             detail="; ".join(f"{name}: {redact(msg, self.secrets)}" for name, msg in errors.items()) or None,
             fetches=s.fetches + 1,
             rows=s.rows + len(df),
+            rejected=_count(s.rejected, df.attrs.get("rejected")),
         )
 
     def _failed(self, error: SourceError) -> None:
@@ -334,17 +345,18 @@ class Poller:
         failures = s.failures + 1
         delay = min(self.backoff_max, self.interval * 2 ** (failures - 1))
         delay = delay / 2 + random.uniform(0, delay / 2)  # jitter, so that many servers do not retry in step
-        if error.retry_after:
-            delay = max(delay, error.retry_after)
+        wait, note = self._retry_after(error.retry_after)
+        if wait:
+            delay = max(delay, wait)
         now = time.monotonic()
         with self._lock:
             self._next_attempt = now + delay
-            if error.retry_after:
-                self._retry_after_until = now + error.retry_after
+            if wait:
+                self._retry_after_until = now + wait
             self._retry_token = token = object()
         # The retry is due at its time, not at the first clock tick after it (which would add up to an interval).
         self.frame.loop.add_callback(self.frame.loop.call_later, delay, self._retry, token)
-        message = redact(str(error), self.secrets)
+        message = redact(str(error), self.secrets) + note
         state = "stale" if s.last_success is not None else "error"
         if state != s.state:
             log.warning(
@@ -366,7 +378,20 @@ class Poller:
             next_retry=_now() + pd.Timedelta(seconds=delay),
             fetches=s.fetches + 1,
             errors=s.errors + 1,
+            rejected=_count(s.rejected, getattr(error, "rejected", None)),
         )
+
+    def _retry_after(self, asked: float | None) -> tuple[float | None, str]:
+        """The wait a provider's Retry-After imposes, and a note for the status when it asked for more.
+
+        Retry-After comes from outside: it is honoured up to the longest backoff (RTDASH_BACKOFF_MAX) or
+        ``RETRY_AFTER_MAX``, whichever is smaller, so that no answer stops a poller.
+        """
+        cap = min(self.backoff_max, RETRY_AFTER_MAX)
+        if asked is None or asked <= cap:
+            return asked, ""
+        why = "RTDASH_BACKOFF_MAX" if cap == self.backoff_max else "the most rtdash waits"
+        return cap, f"; the provider asked to wait longer than the {format_duration(cap)} cap ({why})"
 
     # -- fan-out: runs on streamz's IOLoop thread ---------------------------------------------------------------------
 

@@ -222,7 +222,7 @@ def test_one_hanging_provider_does_not_delay_the_other(fake_api: FakeAPI, make_s
 
 def test_429_retry_after_is_not_retried_before_it_says(fake_api: FakeAPI, make_settings, pollers) -> None:
     fake_api.set_fault("coinbase", "429", retry_after=3)
-    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.5s"))
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="5s"))
     wait_until(lambda: poller.status.failures == 1, timeout=10)
     s = poller.status
     assert s.last_error == "Coinbase: HTTP 429: Too many requests (rate_limit_exceeded)"
@@ -240,7 +240,7 @@ def test_the_retry_comes_when_it_is_due_not_at_the_next_tick(fake_api: FakeAPI, 
     # Ticks come every 2 s; the retry is due 3 s after the 429 (its Retry-After is longer than the backoff), a
     # second before the tick after it.
     fake_api.set_fault("coinbase", "429", retry_after=3)
-    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="0.5s"), interval=2.0)
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_BACKOFF_MAX="5s"), interval=2.0)
     wait_until(lambda: poller.status.failures == 1, timeout=10)
     fake_api.clear_fault()
     wait_until(lambda: poller.status.state == "ok", timeout=10)

@@ -1,9 +1,11 @@
-"""``python -m rtdash``: ``check`` the providers with the current settings; ``backfill`` the history store."""
+"""``python -m rtdash``: ``check`` the providers with the current settings; ``backfill`` the history store;
+``collect`` into PostgreSQL.  Every error is one line on stderr that says what to do, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +14,34 @@ from .logs import setup_logging
 from .sources import Source, SourceError, redact
 
 log = logging.getLogger("rtdash")
+
+DESCRIPTION = (
+    "Check the providers with the current settings (check), fill the history store with simulated rows (backfill), "
+    "or poll the providers into PostgreSQL only (collect). Settings come from RTDASH_* variables, .env, or "
+    "--setting value after the command, e.g. rtdash check --price-interval 5s."
+)
+MAX_DAYS = 36500.0  # as far back as RTDASH_RETENTION reaches
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that states a usage error in one line, with where to read more, instead of the usage and a line."""
+
+    def error(self, message: str):
+        print(f"rtdash: error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def days(text: str) -> float:
+    """``--days``: a number of days above 0 and at most MAX_DAYS, or refused with a message naming it."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_DAYS:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is invalid: expected a number of days above 0 and at most {MAX_DAYS:g}, such as 30"
+        )
+    return value
 
 
 def load_settings_or_exit(argv: Sequence[str] = ()) -> Settings:
@@ -69,16 +99,27 @@ def backfill(settings: Settings, *, days: float, every: str, kinds: Sequence[str
     if store is None:
         print("rtdash: error: RTDASH_STORE is none: set it to a file path or a postgresql:// URL", file=sys.stderr)
         return 2
+    bar, drawn = ProgressBar(), []
+
+    def progress(done: int, total: int) -> None:
+        drawn.append(True)
+        bar(done, total)
+
     with store:
         print(f"backfilling {store!r}: {days:g} days every {every} of {', '.join(kinds)}", file=sys.stderr)
-        result = fill(store, settings, days=days, every=step, kinds=tuple(kinds), progress=ProgressBar())
+        try:
+            result = fill(store, settings, days=days, every=step, kinds=tuple(kinds), progress=progress)
+        except StoreError as exc:  # PostgreSQL down or gone mid-way: what was written stays, a rerun adds the rest
+            message = f"{exc}; check that the store is up and reachable, then rerun: it adds only the rows missing"
+            print(("\n" if drawn else "") + f"rtdash: error: {message}", file=sys.stderr)  # a new line after the bar
+            return 1
     for kind, (rows, new) in result.items():
         print(f"{kind}: {rows:,} rows, {new:,} new")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rtdash", description=__doc__)
+    parser = Parser(prog="rtdash", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="fetch once from each configured provider and print what came back")
     fill = commands.add_parser(
@@ -89,16 +130,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         allow_abbrev=False,
     )
     fill.add_argument("--source", choices=["simulated"], default="simulated", help="where rows come from")
-    fill.add_argument("--days", type=float, default=30.0, help="how far back, in days (30)")
+    fill.add_argument("--days", type=days, default=30.0, help=f"how far back, in days, at most {MAX_DAYS:g} (30)")
     fill.add_argument("--every", default="1s", help="time between rows, pandas-style: 500ms, 1s, 1min (1s)")
     fill.add_argument(
         "--kinds", default="price,weather", help="price, weather or both, comma-separated (price,weather)"
+    )
+    fill.add_argument(
+        "--store",
+        metavar="PATH_OR_URL",
+        help="the history store: a DuckDB file path or a postgresql:// URL (default: RTDASH_STORE)",
     )
     commands.add_parser(
         "collect",
         help="poll the providers and write to the PostgreSQL store only (viewers follow it: RTDASH_ROLE=viewer)",
     )
     args, rest = parser.parse_known_args(argv)
+    if getattr(args, "store", None) is not None:
+        rest = [*rest, "--store", args.store]  # a setting like any other: checked where settings are
     settings = load_settings_or_exit(rest)
     setup_logging(settings, level=logging.WARNING if args.command == "check" else logging.INFO)
     if args.command == "check":
@@ -110,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "backfill":
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
         if not kinds or set(kinds) - {"price", "weather"}:
-            parser.error(f"--kinds {args.kinds!r} is invalid: expected price, weather or price,weather")
+            fill.error(f"--kinds {args.kinds!r} is invalid: expected price, weather or price,weather")
         return backfill(settings, days=args.days, every=args.every, kinds=kinds)
     return 2  # pragma: no cover - argparse rejects unknown commands
 

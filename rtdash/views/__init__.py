@@ -3,7 +3,6 @@
 import contextlib
 import functools
 import logging
-import re
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -41,21 +40,18 @@ def one_message() -> Iterator[None]:
 # ``{event_type: "delete", id: <root id>}`` over its "hv-extension-comm" comm, but it opens that comm only while its
 # ``_comm`` is ``null``, and ``_comm`` starts (and is reset to) ``undefined`` (jupyterlab_pyviz ``get comm()``, since
 # holoviz/pyviz_comms#53; no upstream report found).  So Panel never forgot an output (``pn.state._views``) and what
-# it showed kept the kernel busy.  The guard tells the kernel itself, on a comm of its own per output: once shown, it
-# registers the "rtdash_release" comm target on the kernel handle the extension keeps for its output
-# (``window.PyViz.kernels[root id]``) and asks the kernel (``model.send_msg``) to open a comm to it.  It sends
-# ``{event: "delete", id}`` on that comm when its output's root leaves the page's document (re-run, cleared); the
-# kernel runs pyviz_comms' own delete actions (``pyviz_comms.extension._process_comm_msg``: Panel's
-# ``_cleanup_panel``, then ``OutputLifetime``'s).  A dynamic tab hidden, or a layout re-rendered, removes the guard's
-# view but leaves the root, and sends nothing.  Closing the notebook in JupyterLab disposes of its kernel connection
-# before its outputs, after which a comm refuses to send; but during the connection's ``disposed`` signal its
-# websocket is still open (@jupyterlab/services ``KernelConnection.dispose``: the signal first, the socket closed
-# after), so the guard sends the delete of every output of that connection then, as a message of its own
-# (``sendDisposing``; the comm's connection is its private ``_kernel``: ``CommHandler`` has no public getter).
-# Closing the browser tab (Notebook 7's page is one notebook) sends them when the page is hidden for good
-# (``pagehide``).  A page that dies without either (a crash, a lost network) leaves its views in the kernel until the
-# kernel stops.  Elsewhere (``panel serve``, VS Code, the classic notebook) there is no such handle and nothing is
-# sent.
+# it showed kept the kernel busy.  ``release`` sends that same message itself, to the same comm target (Panel's
+# ``pn.extension`` registers it; ``pyviz_comms.extension._process_comm_msg`` runs the delete actions: Panel's
+# ``_cleanup_panel``, then ``OutputLifetime``'s), when its output's root leaves the page's document.  A dynamic tab
+# hidden, or a layout re-rendered, removes the guard's view but leaves the root, and sends nothing.  The comm is
+# opened once per output, when it is shown, through the kernel handle the extension keeps for it
+# (``window.PyViz.kernels[root id]``; the extension lets go of it before clearing the document).  After a kernel
+# restart that comm is gone with the old kernel and nothing is sent.  Closing the browser tab sends the delete of
+# every output of the page when the page is hidden for good (``pagehide``).  Closing a notebook inside JupyterLab is
+# not seen: JupyterLab disposes of the notebook's kernel connection before its outputs, after which the comm refuses
+# to send, and the extension keeps the connection out of reach; so the kernel keeps those views until the outputs,
+# shown again in the reopened notebook, are re-run or cleared, or until the kernel stops.  Elsewhere (``panel
+# serve``, VS Code, the classic notebook) there is no such handle and nothing is sent.
 OUTPUT_GUARD_ESM = """
 function guard(doc) {
   for (const root of doc?.roots() ?? []) {
@@ -69,65 +65,39 @@ function guard(doc) {
   }
 }
 
-const TARGET = "rtdash_release"
-const OUTPUTS = (window.__rtdash_release_outputs ??= new Map())  // root id -> the comm the kernel opened for it
+const COMMS = (window.__rtdash_release_comms ??= new Map())  // root id -> its comm, one per output
 
-function sendDisposing(kernel, comm, id) {
-  const msg_id = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`
-  kernel.sendShellMessage({
-    header: {msg_id, msg_type: "comm_msg", username: kernel.username, session: kernel.clientId,
-             date: new Date().toISOString(), version: "5.2"},
-    parent_header: {}, metadata: {}, channel: "shell", buffers: [],
-    content: {comm_id: comm.commId, data: {event: "delete", id}},
-  }, false, true)
-}
-
-function adopt(comm, msg) {  // the kernel opened the comm of one output
-  const id = msg?.content?.data?.id
-  if (typeof id !== "string") return
-  OUTPUTS.set(id, comm)
-  const kernel = comm._kernel
-  if (kernel?.disposed === undefined || kernel.__rtdash_watched) return
-  kernel.__rtdash_watched = true
-  kernel.disposed.connect(() => {  // the notebook is closing: its outputs go after its connection
-    for (const [id, comm] of OUTPUTS) {
-      if (comm._kernel !== kernel) continue
-      OUTPUTS.delete(id)
-      try { sendDisposing(kernel, comm, id) } catch (e) { console.debug("rtdash: release on close", e) }
-    }
-  })
-}
-
-if (!window.__rtdash_pagehide) {  // the browser tab closing
+if (!window.__rtdash_pagehide) {  // the browser tab closing: every output of the page is gone
   window.__rtdash_pagehide = true
   window.addEventListener("pagehide", (event) => {
     if (event.persisted) return
-    for (const [id, comm] of OUTPUTS) {
-      try { comm.send({event: "delete", id}) } catch (e) { console.debug("rtdash: release on unload", e) }
+    for (const [id, comm] of COMMS) {
+      try { comm.send({event_type: "delete", id}) } catch (e) { console.debug("rtdash: release on unload", e) }
     }
-    OUTPUTS.clear()
+    COMMS.clear()
   })
 }
 
 function release(model, view) {
   const root = view.root.model, doc = root.document, id = root.id
   if (doc === null || !doc.roots().includes(root)) return
-  const ask = (tries) => {
-    if (OUTPUTS.has(id) || !doc.roots().includes(root)) return
+  const open = (tries) => {
     const kernel = window.PyViz?.kernels?.[id]
+    if (COMMS.has(id) || !doc.roots().includes(root)) return
     if (kernel !== undefined) {
-      kernel.registerCommTarget(TARGET, adopt)  // again after a kernel restart, which forgets targets
-      model.send_msg({root: id})
+      const comm = kernel.connectToComm("hv-extension-comm")
+      comm.open()
+      COMMS.set(id, comm)
     } else if (tries > 0) {
-      setTimeout(() => ask(tries - 1), 200)
+      setTimeout(() => open(tries - 1), 200)
     }
   }
-  ask(50)
+  open(50)
   model.on("remove", () => {
-    const comm = OUTPUTS.get(id)
+    const comm = COMMS.get(id)
     if (comm === undefined || doc.roots().includes(root)) return
-    OUTPUTS.delete(id)
-    try { comm.send({event: "delete", id}) } catch (e) { console.debug("rtdash: release", e) }
+    COMMS.delete(id)
+    comm.send({event_type: "delete", id})
   })
 }
 
@@ -137,10 +107,6 @@ export function render({ model, view }) {
   return document.createElement("span")
 }
 """
-
-RELEASE_TARGET = "rtdash_release"
-_ROOT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # a Bokeh root id, as the page sends it (server "p123", notebook UUID)
-_RELEASE_COMMS: dict[str, object] = {}  # root id -> the comm its page tells the kernel on that the output is gone
 
 
 class OutputGuard(JSComponent):
@@ -152,38 +118,6 @@ class OutputGuard(JSComponent):
 
     def __init__(self, **params):
         super().__init__(**{"width": 0, "height": 0, "margin": 0, **params})
-
-    def _handle_msg(self, msg) -> None:
-        """The page shows this guard in output ``msg["root"]``: open the comm it tells the kernel on when the output
-        is gone (once per output)."""
-        root = msg.get("root") if isinstance(msg, dict) else None
-        if not isinstance(root, str) or not _ROOT_ID.fullmatch(root) or root in _RELEASE_COMMS:
-            return
-        from comm import create_comm
-
-        comm = create_comm(target_name=RELEASE_TARGET, data={"id": root})
-        comm.on_msg(functools.partial(_release_message, root))
-        _RELEASE_COMMS[root] = comm
-
-
-def _release_message(root: str, msg: dict) -> None:
-    """A message on an output's release comm (on whichever thread the kernel handles comms)."""
-    data = msg.get("content", {}).get("data")
-    if isinstance(data, dict) and data.get("event") == "delete" and data.get("id") == root:
-        from ..notebook import on_main_thread
-
-        on_main_thread(_release, root)
-
-
-def _release(root: str) -> None:
-    """The page says output ``root`` is gone: pyviz_comms' delete actions forget it (Panel's, then ours)."""
-    comm = _RELEASE_COMMS.pop(root, None)
-    try:
-        pn.extension._process_comm_msg({"event_type": "delete", "id": root})
-    finally:
-        if comm is not None:
-            with contextlib.suppress(Exception):  # the page may be gone already
-                comm.close()
 
 
 class OutputLifetime:

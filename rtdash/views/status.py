@@ -1,5 +1,5 @@
-"""The header's status: a badge per source (ok / stale / error, how long ago it updated, the provider's error)
-and a banner that cannot be missed while the data is simulated.
+"""The header's status: a badge per source (ok / simulated / stale / error, how long ago it updated, the provider's
+error), a banner that cannot be missed while the data is simulated, and a notice while history is off.
 
 The pollers write their ``SourceStatus`` from worker threads, so the view does not watch it: a per-session
 periodic callback reads it and sends the badges only the fields that changed (a new success once per fetch); the
@@ -19,11 +19,13 @@ import param
 from panel.custom import JSComponent
 
 from ..config import env_name
+from ..sources import redact
 from ..stream import Runtime, SourceStatus
 from . import OutputLifetime, one_message
 
 REFRESH_MS = 500  # how often a session re-reads the status (the page ticks the "ago" text itself)
 KIND_LABELS = {"price": "Prices", "weather": "Weather"}
+STATE_WORDS = {"starting": "connecting", "ok": "ok", "stale": "stale", "error": "error"}
 
 BADGE_CSS = """
 .badge {display: inline-flex; flex-direction: column; gap: 2px; font: 13px/1.3 system-ui, sans-serif;
@@ -39,11 +41,22 @@ BADGE_CSS = """
 BANNER_CSS = """
 .banner {font: 600 15px/1.4 system-ui, sans-serif; color: #fff; background: #b45309; padding: 10px 16px;
          border-radius: 6px; overflow-wrap: anywhere}
+.notice {font: 14px/1.4 system-ui, sans-serif; color: #1f2937; background: #f3f4f6; border: 1px solid #d1d5db;
+         padding: 6px 16px; border-radius: 6px; overflow-wrap: anywhere}
+.banner + .notice, .notice + .banner {margin-top: 6px}
 """
 
 
 def _ms(value: pd.Timestamp | None) -> float | None:
     return None if value is None else pd.Timestamp(value).value / 1e6
+
+
+def state_word(status: SourceStatus) -> str:
+    """The state a badge and the notebook's summary say: simulated rows that arrive as they should are "simulated",
+    never "ok" (``/health`` calls them degraded)."""
+    if status.simulated and status.state == "ok":
+        return "simulated"
+    return STATE_WORDS.get(status.state, status.state)
 
 
 def badge_fields(status: SourceStatus) -> dict:
@@ -53,6 +66,7 @@ def badge_fields(status: SourceStatus) -> dict:
         "label": KIND_LABELS.get(status.kind, status.kind),
         "provider": status.provider,
         "source_state": status.state,
+        "word": state_word(status),
         "simulated": status.simulated,
         "fallback": bool(status.simulated and status.fallback_reason),
         "last_success": _ms(status.last_success),
@@ -76,6 +90,7 @@ class StatusBadge(JSComponent):
     label = param.String()
     provider = param.String()
     source_state = param.String(default="starting", doc="starting, ok, stale or error")
+    word = param.String(default="connecting", doc="The state as the badge says it (state_word).")
     simulated = param.Boolean(default=False)
     fallback = param.Boolean(default=False, doc="Simulated because the live source could not be reached.")
     last_success = param.Number(default=None, allow_None=True)
@@ -87,8 +102,6 @@ class StatusBadge(JSComponent):
 
     _stylesheets: ClassVar[list[str]] = [BADGE_CSS]
     _esm = """
-const STATES = {starting: "connecting", ok: "ok", stale: "stale", error: "error"}
-
 // 4 s, 3 min, 2 h, 5 d
 export function ago(ms) {
   const seconds = Math.max(0, Math.floor(ms / 1000))
@@ -115,7 +128,7 @@ export function render({ model, el }) {
     const state = model.source_state
     const when = model.last_success == null ? "no data yet" : `updated ${ago(now - model.last_success)} ago`
     const provider = model.provider + (model.fallback ? " (offline fallback)" : "")
-    text.data = ` ${model.label}: ${provider} \u00b7 ${STATES[state] ?? state} \u00b7 ${when}`
+    text.data = ` ${model.label}: ${provider} \u00b7 ${model.word} \u00b7 ${when}`
     let why = ""
     if ((state === "stale" || state === "error") && model.last_error) {
       why = model.last_error
@@ -146,8 +159,8 @@ export function render({ model, el }) {
     }
     draw()
   })
-  for (const name of ["provider", "source_state", "simulated", "fallback", "last_error", "last_error_time", "detail",
-                      "failures", "next_retry"]) {
+  for (const name of ["provider", "source_state", "word", "simulated", "fallback", "last_error", "last_error_time",
+                      "detail", "failures", "next_retry"]) {
     model.on(name, draw)
   }
   const timer = setInterval(draw, 1000)
@@ -177,8 +190,26 @@ def banner_text(runtime: Runtime) -> str | None:
     return " · ".join(parts) or None
 
 
+def history_notice(runtime: Runtime) -> tuple[str, bool] | None:
+    """Why history is off and how to turn it on, and whether that is an error (not a choice); None while it is kept.
+
+    The store is opened once, when the sources start: whatever the fix, it takes a restart.
+    """
+    if runtime.store is not None:
+        return None
+    if runtime.store_error:
+        error = redact(runtime.store_error, runtime.settings.secrets)
+        return f"History is off: {error}. Fix that or set RTDASH_STORE to another path, then restart rtdash.", True
+    return (
+        "History is off: RTDASH_STORE is none. To keep history, set RTDASH_STORE to a file path or a postgresql:// "
+        "URL and restart rtdash.",
+        False,
+    )
+
+
 def summary(runtime: Runtime) -> str:
-    """One plain line per source (what the badges say) and the simulated-data warning, for a notebook cell."""
+    """One plain line per source (what the badges say), the simulated-data warning and the history notice, for a
+    notebook cell."""
     lines = []
     for kind, poller in runtime.pollers.items():
         status = poller.status
@@ -186,24 +217,24 @@ def summary(runtime: Runtime) -> str:
         if status.state == "starting":
             state = "first fetch in flight"
         elif status.last_success is not None:
-            state = f"{status.state}, last update {pd.Timestamp(status.last_success):%H:%M:%S} UTC"
+            state = f"{state_word(status)}, last update {pd.Timestamp(status.last_success):%H:%M:%S} UTC"
         else:
-            state = status.state
-        if status.simulated:
+            state = state_word(status)
+        if status.simulated and status.state != "ok":  # ok and simulated says "simulated" already
             state += " (simulated data)"
         if status.last_error and status.state != "ok":
             state += f": {status.last_error}"
         lines.append(f"{label}: {state}")
-    text = banner_text(runtime)
-    return "\n".join([*lines, *([f"⚠ {text}"] if text else [])])
+    text, notice = banner_text(runtime), history_notice(runtime)
+    return "\n".join([*lines, *([f"⚠ {text}"] if text else []), *([notice[0]] if notice else [])])
 
 
 _SNAPSHOTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # runtime: (version, snapshot)
 
 
 def status_snapshot(runtime: Runtime) -> tuple[dict[str, dict], str]:
-    """Every badge's fields and the banner's HTML (empty while live), worked out once for all sessions of a runtime
-    and again only when a source made an attempt or changed its state."""
+    """Every badge's fields and the banners' HTML (empty while live with history), worked out once for all sessions
+    of a runtime and again only when a source made an attempt or changed its state."""
     version = tuple(
         (s.last_attempt, s.state, s.provider, s.simulated) for s in (p.status for p in runtime.pollers.values())
     )
@@ -212,13 +243,18 @@ def status_snapshot(runtime: Runtime) -> tuple[dict[str, dict], str]:
         fields = {kind: badge_fields(poller.status) for kind, poller in runtime.pollers.items()}
         text = banner_text(runtime)
         banner = f'<div class="banner" role="alert">⚠ {html.escape(text)}</div>' if text else ""
+        notice = history_notice(runtime)
+        if notice and notice[1]:  # history lost by an error: as loud as simulated data
+            banner += f'<div class="banner" role="alert">⚠ {html.escape(notice[0])}</div>'
+        elif notice:  # history off by choice: said, quietly
+            banner += f'<div class="notice" role="status">{html.escape(notice[0])}</div>'
         snapshot = (fields, banner)
         _SNAPSHOTS[runtime] = (version, snapshot)
     return snapshot
 
 
 class StatusView(pn.viewable.Viewer):
-    """Badges per source and the simulated-data banner of one session."""
+    """Badges per source, the simulated-data banner and the history notice of one session."""
 
     runtime = param.ClassSelector(class_=Runtime, precedence=-1, doc="The shared pollers to report on.")
 

@@ -1,18 +1,38 @@
 # `make test` is the whole test suite on a fresh Debian machine: it installs what is missing, then lints and tests.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PYTHON ?= python3
+BASE_PYTHON ?= python3
+# Debian 12 and Ubuntu >= 23.04 mark their own Python as externally managed (PEP 668): pip refuses to install into
+# it. There the project gets a virtual environment of its own (.venv, git-ignored); elsewhere (a venv, conda, pyenv)
+# the Python at hand is used. `make PYTHON=...` picks one explicitly.
+MANAGED := $(shell $(BASE_PYTHON) -c 'import os, sys, sysconfig; print(int(sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))' 2>/dev/null)
+ifeq ($(MANAGED),1)
+PYTHON ?= .venv/bin/python
+VENV := .venv/bin/python
+else
+PYTHON ?= $(BASE_PYTHON)
+VENV :=
+endif
 
 .PHONY: test system-deps install lint pytest bench run
 
 test: system-deps install lint pytest
 
-# Debian's Chromium (the browser tests drive it; never a downloaded one), PostgreSQL 15 and nginx (started by tests).
+# Debian's Chromium (the browser tests drive it; never a downloaded one), PostgreSQL 15 and nginx (started by tests);
+# python3-venv where the project needs a virtual environment and Debian's Python cannot make one yet.
 system-deps:
-	@if ! command -v chromium >/dev/null || [ ! -x /usr/lib/postgresql/15/bin/initdb ] || ! command -v nginx >/dev/null; then \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-upgrade chromium postgresql nginx; \
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql"; \
+	command -v nginx >/dev/null || missing="$$missing nginx"; \
+	if [ -n "$(VENV)" ] && ! $(BASE_PYTHON) -c 'import ensurepip' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-upgrade $$missing; \
 	fi
 
-install:
+.venv/bin/python:
+	$(BASE_PYTHON) -m venv .venv
+
+install: $(VENV)
 	$(PYTHON) -m pip install -q -e ".[test]"
 
 lint:
@@ -22,8 +42,8 @@ lint:
 pytest:
 	$(PYTHON) -m pytest
 
-run:
+run: $(VENV)
 	$(PYTHON) -m pip install -q -e . && $(PYTHON) -m panel serve realtime_dashboard.py --show
 
-bench:
+bench: $(VENV)
 	$(PYTHON) -m pip install -q -e ".[test,bench]" && $(PYTHON) -m benchmarks.run

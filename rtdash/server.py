@@ -265,13 +265,20 @@ def store_health(runtime) -> dict[str, Any]:
 
 
 def health() -> tuple[int, dict[str, Any]]:
-    """``(http_status, body)`` of ``/health``: 200 while serving, 503 when a history store is unusable."""
+    """``(http_status, body)`` of ``/health``: 200 while serving, 503 when a history store is unusable.
+
+    ``status`` is ``degraded`` while a source fails or serves simulated rows (chosen, or the offline fallback), and
+    ``detail`` says which and why: the badges and the banner say the same.
+    """
+    from .config import env_name
+
     body: dict[str, Any] = {"status": "ok", "pid": os.getpid(), "sessions": len(_sessions), "sources": {}}
     found = runtimes()
     if not found:
         body["status"] = "starting"
         body["detail"] = "no session yet: the sources start with the first one"
     unusable = False
+    degraded: list[str] = []
     for index, runtime in enumerate(found):
         secrets = runtime.settings.secrets
         suffix = f"-{index + 1}" if index else ""
@@ -297,15 +304,23 @@ def health() -> tuple[int, dict[str, Any]]:
             source["subscribers"] = poller.subscriber_count
             source["updates"] = poller.updates
             body["sources"][kind + suffix] = source
+            if snap["state"] in ("stale", "error"):
+                degraded.append(f"{kind}{suffix}: {snap['state']}: {source['last_error']}")
+            elif snap["simulated"]:
+                reason = snap["fallback_reason"]
+                why = f"offline fallback: {reason}" if reason else f"{env_name(kind + '_source')}=simulated"
+                degraded.append(f"{kind}{suffix}: simulated ({_clean(why, secrets)})")
         store = store_health(runtime)
         body["store" + suffix] = store
         if store.get("state") in STORE_UNUSABLE:
             unusable = True
     body.setdefault("store", {"state": "none"})
     states = {source["state"] for source in body["sources"].values()}
+    if degraded:
+        body["detail"] = "; ".join(degraded)
     if unusable:
         body["status"] = "unavailable"
-    elif states & {"stale", "error"}:
+    elif degraded:
         body["status"] = "degraded"
     elif "starting" in states:
         body["status"] = "starting"
@@ -472,6 +487,25 @@ def on_session(runtime) -> None:
 def _session_ended(key: int) -> None:
     _sessions.discard(key)
     SESSIONS.set(len(_sessions))
+
+
+# -- shutdown --------------------------------------------------------------------------------------------------------
+
+
+def stop_loop_on_signals() -> None:
+    """Make SIGTERM (``kill``, ``docker stop``, systemd) and SIGINT (Ctrl+C) stop the main thread's event loop, so
+    that what follows ``loop.start()`` runs: ``python realtime_dashboard.py`` then stops the runtimes (rows written,
+    store closed) and exits 0, where Python's default for SIGTERM ends the process at once, mid-write.
+    ``panel serve`` does not need it (Bokeh stops its loop on both).  Only in the main thread, where signals arrive."""
+    import signal
+
+    from tornado.ioloop import IOLoop
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = IOLoop.current().asyncio_loop  # the loop pn.serve(...) serves from when it is given none
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, loop.stop)
 
 
 # -- process settings (the plugin runs before any session) -----------------------------------------------------------

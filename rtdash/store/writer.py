@@ -138,7 +138,7 @@ class StoreWriter:
             if self.retention and self.status.state == "ok" and time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + min(PRUNE_EVERY, self.retention / 10)
                 self._prune()
-        if self.status.state == "ok":  # a last drain on close; when the store is down, what is left is logged
+        if self.status.state != "down":  # a last drain on close (before the first write too); when down, logged
             self._attempt()
         with self._lock:
             lost = self._counts["buffered"]
@@ -226,11 +226,16 @@ class StoreWriter:
             return self._lock.wait_for(lambda: not self._pending, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is buffered (if the store answers) and stop the thread."""
+        """Write what is buffered (unless the store is down) and stop the thread; a thread still busy after
+        ``timeout`` seconds is logged."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning(
+                "history writer still busy with %s after %s; closing anyway", self.store, format_duration(timeout)
+            )
 
 
 def seed(store: Store, runtime: Runtime) -> None:

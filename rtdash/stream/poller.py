@@ -228,10 +228,11 @@ class Poller:
             self.frame.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = False) -> None:
+        """Stop polling; ``wait``: until a fetch in flight has handed its rows on (it ends within the timeout)."""
         self._running = False
         self.frame.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=wait, cancel_futures=True)
         self.source.close()
 
     # -- the clock: runs on streamz's IOLoop thread, must not block or raise ---------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 
@@ -64,10 +65,15 @@ class Runtime:
         return self
 
     def stop(self) -> None:
+        """Stop polling, write every row the pollers fetched and close the store, in that order.
+
+        A fetch in flight when the pollers stop still hands its rows to the writer: it is waited for (it ends within
+        ``RTDASH_TIMEOUT``) before the writer writes what it holds and stops.
+        """
         if self.follower is not None:
             self.follower.stop()
         for poller in self.pollers.values():
-            poller.stop()
+            poller.stop(wait=True)
         if self.writer is not None:
             self.writer.close()
         if self.store is not None:
@@ -84,11 +90,31 @@ def get_runtime(settings: Settings) -> Runtime:
         runtime = _runtimes.get(key)
         if runtime is None:
             runtime = _runtimes[key] = Runtime(settings).start()
+            _stop_at_exit()
         return runtime
 
 
+def _stop_at_exit() -> None:
+    """Have :func:`stop_all` run when the interpreter exits, after every other exit callback registered so far.
+
+    Every process stops its runtimes when it exits, however it was started (``panel serve``, whose end no code of
+    ours sees, a notebook kernel, a script).  Without this, the history writer -- a daemon thread, so that it never
+    keeps a process alive -- was still running when the interpreter finalized: CPython ends a daemon thread that takes
+    the GIL back after finalization began with pthread_exit, and when that happened inside a DuckDB call (which
+    releases the GIL while it works) the forced unwind went through DuckDB's C++ ``catch (...)``, which does not
+    rethrow it: "terminate called after throwing an instance of '' / FATAL: exception not rethrown", SIGABRT, and the
+    rows in the writer's buffer lost.  ``atexit`` callbacks run after the non-daemon threads (the pollers' fetches in
+    flight) were joined and before any daemon thread is ended, so the writer drains its buffer and stops, then the
+    store closes.  Callbacks run last registered first, and DuckDB registers one at import (the store imports it
+    when it opens) after which it refuses queries that run Python code, as the writer's insert from Arrow does:
+    hence registered again here, after the runtime's store was opened.
+    """
+    atexit.unregister(stop_all)
+    atexit.register(stop_all)
+
+
 def stop_all() -> None:
-    """Stop every runtime of the process (tests, shutdown)."""
+    """Stop every runtime of the process (tests, shutdown): their rows are written and their stores closed."""
     with _lock:
         runtimes = list(_runtimes.values())
         _runtimes.clear()

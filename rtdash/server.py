@@ -41,6 +41,7 @@ import tornado.websocket
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
 
+from . import auth
 from .config import Settings, SettingsError
 from .sources import redact
 
@@ -450,6 +451,7 @@ def install(app: tornado.web.Application, settings: Settings) -> None:
     if app in _installed:
         return
     _installed.add(app)
+    auth.protect(app)  # a kept login cookie is checked against the logouts (rtdash.auth)
     if not _has_routes(app):
         prefix = getattr(app, "prefix", "") or ""
         app.add_handlers(r".*", [(prefix + path, handler, kwargs) for path, handler, kwargs in routes()])
@@ -536,6 +538,8 @@ def _plugin_loaded() -> None:
     settings = _settings_from_env()
     if settings is not None and settings.allowed_origins:
         allow_websocket_origins(settings.allowed_origins)
+    if pn.config.basic_auth:  # set by --basic-auth before plugins load: rate-limited login, revoking logout
+        ROUTES.extend(auth.routes())
     if MULTIPROCESS_DIR is None:
         log.debug("PROMETHEUS_MULTIPROC_DIR is not set: /metrics reports the process that answers only")
 

@@ -302,6 +302,13 @@ def open_notebook(page, server: JupyterServer, ui: str = "lab", timeout: float =
     wait_until(lambda: kernel_status(page) == "idle", timeout, 0.2, "the notebook's kernel to be idle")
 
 
+def close_notebook(page) -> None:
+    """Close the notebook's JupyterLab tab as a user who discards the unsaved outputs would; its kernel keeps
+    running."""
+    page.evaluate(_js("panel.context.model.dirty = false; panel.close();"))
+    page.wait_for_function(f"() => ({_PANEL_JS})() === null", timeout=60_000)
+
+
 def kernel_status(page) -> str | None:
     return page.evaluate(_js("return panel?.sessionContext.session?.kernel?.status ?? null;"))
 

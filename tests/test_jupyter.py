@@ -195,23 +195,26 @@ def test_cleared_outputs_release_what_they_showed(lab, offline_browser, ui):
     wait_until(lambda: J.kernel_json(page, "len(received)") > received, 60, 0.5, "the poller to keep delivering")
 
 
-@pytest.mark.parametrize("ui", ["lab", "notebook"])
-def test_closing_the_browser_tab_releases_what_it_showed(lab, offline_browser, ui):
-    """Closing the browser tab (JupyterLab's; Notebook 7's) with the kernel left running ends the subscriptions of
-    the views its outputs showed, the hvPlot cell's feed and the status badges' periodic callback; the
-    `subscription` cell's own subscriber stays and keeps receiving.  The kernel is asked over a connection of its
-    own: the page's is gone."""
+@pytest.mark.parametrize("ui", ["lab", "notebook", "lab-tab"])
+def test_closing_the_notebook_releases_what_it_showed(lab, offline_browser, ui):
+    """Closing the browser tab (JupyterLab's; Notebook 7's) or the notebook's tab inside JupyterLab, with the kernel
+    left running, ends the subscriptions of the views its outputs showed, the hvPlot cell's feed and the status
+    badges' periodic callback; the `subscription` cell's own subscriber stays and keeps receiving.  The kernel is
+    asked over a connection of its own: the page's is gone."""
     page = J.new_page(offline_browser, offline=True)
-    run_all(page, lab, ui=ui)
+    run_all(page, lab, ui="notebook" if ui == "notebook" else "lab")
     J.wait_grows(page, J.cell_index(page, APP), "price", timeout=60)
     count = "runtime.price.subscriber_count"
     assert lab.kernel_json(count) == 3
     assert lab.kernel_json(FEEDS) == 2
     assert len(lab.kernel_json(GUARDED_OUTPUTS)) == 4
 
-    page.close()
+    if ui == "lab-tab":
+        J.close_notebook(page)
+    else:
+        page.close()
     released = f"[{count}, {FEEDS}, {GUARDED_OUTPUTS}, {STATUS_CALLBACKS}]"
-    wait_until(lambda: lab.kernel_json(released) == [1, 1, [], []], 60, 0.5, "the closed page's release")
+    wait_until(lambda: lab.kernel_json(released) == [1, 1, [], []], 60, 0.5, "the closed notebook's release")
     assert len(lab.kernels()) == 1  # the kernel still runs
     received = lab.kernel_json("len(received)")
     wait_until(lambda: lab.kernel_json("len(received)") > received, 60, 0.5, "the poller to keep delivering")

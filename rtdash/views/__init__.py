@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import logging
+import re
 import weakref
 from collections.abc import Callable, Iterator
 
@@ -47,11 +48,14 @@ def one_message() -> Iterator[None]:
 # opened once per output, when it is shown, through the kernel handle the extension keeps for it
 # (``window.PyViz.kernels[root id]``; the extension lets go of it before clearing the document).  After a kernel
 # restart that comm is gone with the old kernel and nothing is sent.  Closing the browser tab sends the delete of
-# every output of the page when the page is hidden for good (``pagehide``).  Closing a notebook inside JupyterLab is
-# not seen: JupyterLab disposes of the notebook's kernel connection before its outputs, after which the comm refuses
-# to send, and the extension keeps the connection out of reach; so the kernel keeps those views until the outputs,
-# shown again in the reopened notebook, are re-run or cleared, or until the kernel stops.  Elsewhere (``panel
-# serve``, VS Code, the classic notebook) there is no such handle and nothing is sent.
+# every output of the page when the page is hidden for good (``pagehide``).  Closing a notebook inside JupyterLab
+# disposes of its kernel connection before its outputs, after which that comm refuses to send, and the extension keeps
+# the connection out of reach.  So each guard also asks the kernel (``model.send_msg``) to open a comm to a target it
+# registers, "rtdash_release": the comm that arrives carries the real connection (``adopt``), and while that
+# connection is being disposed the guard sends the delete of every output in the closing notebook's panel on it
+# (``sendDisposing``).  A page that dies without closing (a crash, a lost network) leaves its views in the kernel
+# until the kernel stops.  Elsewhere (``panel serve``, VS Code, the classic notebook) there is no such handle and
+# nothing is sent.
 OUTPUT_GUARD_ESM = """
 function guard(doc) {
   for (const root of doc?.roots() ?? []) {
@@ -78,9 +82,41 @@ if (!window.__rtdash_pagehide) {  // the browser tab closing: every output of th
   })
 }
 
+const ROOTS = (window.__rtdash_release_roots ??= new Map())  // root id -> its element in the page
+const TARGET = "rtdash_release"
+
+// pyviz_comms' delete, sent on the kernel connection itself while it is being disposed (a notebook closing in
+// JupyterLab): comms refuse to send once it is disposed, but during its `disposed` signal its websocket is still
+// open (@jupyterlab/services KernelConnection.dispose: the signal first, the socket closed after).
+function sendDisposing(kernel, comm, id) {
+  const msg_id = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random()}`
+  kernel.sendShellMessage({
+    header: {msg_id, msg_type: "comm_msg", username: kernel.username, session: kernel.clientId,
+             date: new Date().toISOString(), version: "5.2"},
+    parent_header: {}, metadata: {}, channel: "shell", buffers: [],
+    content: {comm_id: comm.commId, data: {event: "delete", id}},
+  }, false, true)
+}
+
+function adopt(comm, msg) {  // the kernel opened the comm this page asked for (once per notebook is enough)
+  const asker = ROOTS.get(msg?.content?.data?.id)
+  const panel = asker?.closest(".jp-NotebookPanel")
+  const kernel = comm._kernel  // CommHandler's connection: it has no public getter
+  if (!panel || kernel?.disposed === undefined || kernel.__rtdash_watched) return
+  kernel.__rtdash_watched = true
+  kernel.disposed.connect(() => {  // the notebook is closing: its outputs go after its connection
+    for (const [id, el] of ROOTS) {
+      if (!panel.contains(el) || !COMMS.has(id)) continue
+      COMMS.delete(id)
+      try { sendDisposing(kernel, comm, id) } catch (e) { console.debug("rtdash: release on close", e) }
+    }
+  })
+}
+
 function release(model, view) {
   const root = view.root.model, doc = root.document, id = root.id
   if (doc === null || !doc.roots().includes(root)) return
+  ROOTS.set(id, view.root.el)
   const open = (tries) => {
     const kernel = window.PyViz?.kernels?.[id]
     if (COMMS.has(id) || !doc.roots().includes(root)) return
@@ -88,6 +124,8 @@ function release(model, view) {
       const comm = kernel.connectToComm("hv-extension-comm")
       comm.open()
       COMMS.set(id, comm)
+      kernel.registerCommTarget(TARGET, adopt)  // again after a kernel restart, which forgets targets
+      model.send_msg({root: id})
     } else if (tries > 0) {
       setTimeout(() => open(tries - 1), 200)
     }
@@ -97,6 +135,7 @@ function release(model, view) {
     const comm = COMMS.get(id)
     if (comm === undefined || doc.roots().includes(root)) return
     COMMS.delete(id)
+    ROOTS.delete(id)
     comm.send({event_type: "delete", id})
   })
 }
@@ -118,6 +157,33 @@ class OutputGuard(JSComponent):
 
     def __init__(self, **params):
         super().__init__(**{"width": 0, "height": 0, "margin": 0, **params})
+
+    def _handle_msg(self, msg) -> None:
+        """The page shows this guard in output ``msg["root"]``: open a comm to its "rtdash_release" target, on which
+        the page can still say which outputs are gone while JupyterLab closes the notebook (one per output asked)."""
+        root = msg.get("root") if isinstance(msg, dict) else None
+        if not isinstance(root, str) or not _ROOT_ID.fullmatch(root) or root in _RELEASE_COMMS:
+            return
+        from comm import create_comm
+
+        comm = create_comm(target_name="rtdash_release", data={"id": root})
+        comm.on_msg(_release_message)
+        _RELEASE_COMMS[root] = comm
+
+
+_ROOT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # a Bokeh root id as a page sends it (a notebook's are UUIDs)
+_RELEASE_COMMS: dict[str, object] = {}  # root id -> the "rtdash_release" comm opened when its page asked
+
+
+def _release_message(msg: dict) -> None:
+    """``{event: "delete", id}`` on a release comm (on whichever thread the kernel handles comms): pyviz_comms'
+    delete actions forget output ``id`` on the main thread (Panel's, then ours), as its own message would."""
+    data = msg.get("content", {}).get("data")
+    ref = data.get("id") if isinstance(data, dict) and data.get("event") == "delete" else None
+    if isinstance(ref, str) and _ROOT_ID.fullmatch(ref):
+        from ..notebook import on_main_thread
+
+        on_main_thread(pn.extension._process_comm_msg, {"event_type": "delete", "id": ref})
 
 
 class OutputLifetime:

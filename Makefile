@@ -18,7 +18,9 @@ endif
 test: system-deps install lint pytest
 
 # Debian's Chromium (the browser tests drive it; never a downloaded one), PostgreSQL 15 and nginx (started by tests);
-# python3-venv where the project needs a virtual environment and Debian's Python cannot make one yet.
+# python3-venv where the project needs a virtual environment and Debian's Python cannot make one yet.  Installed
+# with a policy-rc.d that forbids starting services (Debian's own mechanism), so that no postgresql or nginx service
+# starts listening: the tests start their own, on free ports, and stop them.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
@@ -26,7 +28,12 @@ system-deps:
 	command -v nginx >/dev/null || missing="$$missing nginx"; \
 	if [ -n "$(VENV)" ] && ! $(BASE_PYTHON) -c 'import ensurepip' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
 	if [ -n "$$missing" ]; then \
+		policy=/usr/sbin/policy-rc.d; own=""; \
+		if [ ! -e $$policy ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null && $(SUDO) chmod 755 $$policy && own=1; \
+		fi; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-upgrade $$missing; \
+		status=$$?; [ -z "$$own" ] || $(SUDO) rm -f $$policy; exit $$status; \
 	fi
 
 .venv/bin/python:

@@ -104,7 +104,7 @@ def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, 
     page.get_by_role("button", name="Refresh").click()
 
     wait_until(lambda: page.locator(".pn-loading").filter(visible=True).count(), 5, message="the loading indicator")
-    wait_until(lambda: set(column(page, "fetched")) - before, 10, message="the table to show the new rows")
+    wait_until(lambda: set(column(page, "fetched")) - before, 60, message="the table to show the new rows")
     assert len(column(page, "fetched")) == CITIES and len(set(column(page, "fetched"))) == 1
     assert fake_api.count("open-meteo") == requests + 1
     wait_until(lambda: not page.locator(".pn-loading").filter(visible=True).count(), 5, message="loading to end")
@@ -120,7 +120,7 @@ def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_
 
     page.get_by_role("button", name="Humidity").click()
 
-    wait_until(lambda: drawn(page)["palette"] != temperature["palette"], 10, message="the map to be recoloured")
+    wait_until(lambda: drawn(page)["palette"] != temperature["palette"], 60, message="the map to be recoloured")
     humidity = drawn(page)
     shown = dict(zip(column(page, "city"), map(float, column(page, "humidity")), strict=True))
     assert {city: round(value, 1) for city, value in zip(humidity["city"], humidity["value"], strict=True)} == shown
@@ -140,7 +140,7 @@ def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serv
     before = set(column(page, "fetched"))
     wait_until(lambda: datetime.now(UTC).strftime("%H:%M:%S") not in before, 5, message="a new second")
     page.get_by_role("button", name="Refresh").click()
-    wait_until(lambda: set(column(page, "fetched")) - before, 10, message="the table to show the new rows")
+    wait_until(lambda: set(column(page, "fetched")) - before, 60, message="the table to show the new rows")
 
     assert drawn(page)["tiles"] == [] and not drawn(page)["mercator"]  # plain longitude and latitude
     assert len(drawn(page)["city"]) == CITIES
@@ -156,7 +156,7 @@ def test_with_tiles_the_points_show_whether_or_not_tiles_load(serve, browser_pag
     page.tiles = tiles
     app = serve(env={**QUIET, "RTDASH_TILES": "OSM"})
     open_refresh_tab(page, app)
-    wait_until(lambda: page.external, 10, message="the browser to ask for tiles")
+    wait_until(lambda: page.external, 60, message="the browser to ask for tiles")
 
     assert [url for url in drawn(page)["tiles"] if "openstreetmap" in url] and drawn(page)["mercator"]
     assert len(drawn(page)["city"]) == CITIES
@@ -198,10 +198,10 @@ def test_a_hanging_refresh_blocks_no_session(serve, browser_page, browser, fake_
         assert fake_api.wait_for_count("open-meteo", requests + 1)  # and the server does not answer it
         for session in (other, page):  # another session, and even the one waiting, still answer
             session.get_by_role("button", name="Humidity").click()
-            wait_until(lambda s=session: drawn(s)["palette"] != palette, 10, message="the map to be recoloured")
+            wait_until(lambda s=session: drawn(s)["palette"] != palette, 60, message="the map to be recoloured")
         assert page.get_by_role("button", name="Refresh").is_disabled()  # the refresh is still under way
         fake_api.clear_fault()  # the hung request now fails: the rows stay, marked stale
-        wait_until(lambda: page.get_by_text("Refresh failed").count(), 10, message="the failure to show")
+        wait_until(lambda: page.get_by_text("Refresh failed").count(), 60, message="the failure to show")
         assert len(column(page, "city")) == CITIES and page.get_by_text("stale", exact=True).count()
     finally:
         context.close()

@@ -8,7 +8,7 @@ import pandas as pd
 import param
 
 from .base import Source, SourceError
-from .http import RETRY_AFTER_MAX
+from .http import retry_wait
 
 
 class AutoSource(Source):
@@ -45,7 +45,7 @@ class AutoSource(Source):
                 df = self.live.fetch()
             except SourceError as exc:
                 # Honour Retry-After even while showing simulated rows, capped as the poller caps it.
-                wait = min(exc.retry_after or 0.0, self.settings.backoff_max, RETRY_AFTER_MAX)
+                wait = retry_wait(exc.retry_after, self.settings.backoff_max) or 0.0
                 self._live_not_before = time.monotonic() + wait
                 self.fallback_reason = str(exc)
                 rejected = exc.rejected

@@ -54,6 +54,12 @@ def retry_after(value: str | None) -> float | None:
     return min(seconds, RETRY_AFTER_READ_MAX)
 
 
+def retry_wait(asked: float | None, backoff_max: float) -> float | None:
+    """How long to honour a provider's Retry-After of ``asked`` seconds: at most ``backoff_max`` (the poller's
+    longest backoff) and ``RETRY_AFTER_MAX``."""
+    return None if asked is None else min(asked, backoff_max, RETRY_AFTER_MAX)
+
+
 def _ignored_retry_after(value: str | None) -> str:
     """The note for an error's message when a ``Retry-After`` header was present but unreadable, else ``""``."""
     if value is None or not value.strip() or retry_after(value) is not None:

@@ -19,6 +19,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -30,7 +31,7 @@ from tornado.ioloop import IOLoop
 
 from ..config import format_duration
 from ..sources import SERIES, Source, SourceError, empty_frame, redact
-from ..sources.http import RETRY_AFTER_MAX
+from ..sources.http import retry_wait
 
 log = logging.getLogger("rtdash.stream")
 
@@ -108,10 +109,7 @@ def _now() -> pd.Timestamp:
 
 def _count(counts: dict[str, int], rejected: dict[str, str] | None) -> dict[str, int]:
     """``counts`` (rows refused by reason) plus the refused rows of one fetch (``{series: reason}``), as a new dict."""
-    out = dict(counts)
-    for reason in (rejected or {}).values():
-        out[reason] = out.get(reason, 0) + 1
-    return out
+    return dict(Counter(counts) + Counter((rejected or {}).values()))
 
 
 class Subscription:
@@ -388,11 +386,11 @@ class Poller:
         Retry-After comes from outside: it is honoured up to the longest backoff (RTDASH_BACKOFF_MAX) or
         ``RETRY_AFTER_MAX``, whichever is smaller, so that no answer stops a poller.
         """
-        cap = min(self.backoff_max, RETRY_AFTER_MAX)
-        if asked is None or asked <= cap:
+        wait = retry_wait(asked, self.backoff_max)
+        if asked is None or wait >= asked:
             return asked, ""
-        why = "RTDASH_BACKOFF_MAX" if cap == self.backoff_max else "the most rtdash waits"
-        return cap, f"; the provider asked to wait longer than the {format_duration(cap)} cap ({why})"
+        why = "RTDASH_BACKOFF_MAX" if wait == self.backoff_max else "the most rtdash waits"
+        return wait, f"; the provider asked to wait longer than the {format_duration(wait)} cap ({why})"
 
     # -- fan-out: runs on streamz's IOLoop thread ---------------------------------------------------------------------
 

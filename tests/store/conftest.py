@@ -21,6 +21,8 @@ from rtdash.store.postgres import PostgresStore
 from tests.helpers import free_port
 
 PG_BIN = Path(os.environ.get("RTDASH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+# runuser lives in /usr/sbin (/sbin on older systems), which a user's PATH may leave out
+RUNUSER = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])) or "runuser"
 PG_USER = "postgres"
 
 
@@ -45,7 +47,7 @@ class PostgresServer:
     def _run(self, tool: str, *args) -> subprocess.CompletedProcess:
         command = [str(PG_BIN / tool), *map(str, args)]
         if self.as_root:
-            command = ["runuser", "-u", PG_USER, "--", *command]
+            command = [RUNUSER, "-u", PG_USER, "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if done.returncode:
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -66,7 +68,7 @@ class PostgresServer:
     def running(self) -> bool:
         command = [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "status"]
         if self.as_root:
-            command = ["runuser", "-u", PG_USER, "--", *command]
+            command = [RUNUSER, "-u", PG_USER, "--", *command]
         return subprocess.run(command, capture_output=True).returncode == 0
 
     def url(self, database: str = "postgres") -> str:

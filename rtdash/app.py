@@ -32,6 +32,7 @@ from .views.urlstate import sync_url
 log = logging.getLogger("rtdash")
 
 TITLE = "rtdash · live prices and weather"
+APP_PATH = "realtime_dashboard"  # where both ways of serving put the page: panel serve names it after the script
 HEADER_CSS = """
 :host {border-bottom: 1px solid #e5e7eb; padding-bottom: 4px}
 h1 {font: 600 22px/1.2 system-ui, sans-serif; margin: 6px 0; white-space: nowrap}
@@ -116,19 +117,23 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     setup_logging(settings)
     port = args.port or _free_port()
     origins = sorted({f"{args.address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
+    # At the address `panel serve realtime_dashboard.py` uses (its name), with "/" redirecting there.
     server = pn.serve(
-        lambda: create_app(settings),
+        {APP_PATH: lambda: create_app(settings)},
         port=port,
         address=args.address,
         websocket_origin=origins,
         show=args.show,
         start=False,
         title=TITLE,
+        verbose=False,  # the line below says where, with the page's path
         liveness=True,
         extra_patterns=routes(),
     )
     server.start()
-    print(f"rtdash: serving the dashboard at http://{args.address}:{server.port}/ (Ctrl+C to stop)", flush=True)
+    print(
+        f"rtdash: serving the dashboard at http://{args.address}:{server.port}/{APP_PATH} (Ctrl+C to stop)", flush=True
+    )
     try:
         server.io_loop.start()
     except KeyboardInterrupt:

@@ -505,5 +505,44 @@ def wait_grows(page, index: int, column: str, timeout: float = 60) -> tuple[int,
 
     wait_until(lambda: rows() is not None, timeout, 0.3, f"a {column!r} series in cell {index}")
     before = rows()
-    after = wait_until(lambda: (r := rows()) and r > before and r, timeout, 0.3, f"cell {index}'s {column} to grow")
+    try:
+        after = wait_until(lambda: (r := rows()) and r > before and r, timeout, 0.3, f"cell {index}'s {column} to grow")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{diagnosis(page, index, column)}") from None
     return before, after
+
+
+DIAGNOSIS = """
+import gc as _gc, json as _json, threading as _threading
+from rtdash.stream import get_runtime as _get_runtime
+import panel as _pn
+_rt = _get_runtime(settings)
+_views = []
+for _v in _gc.get_objects():
+    if type(_v).__name__ == "LiveView":
+        _o = _v._outputs
+        _views.append({
+            "rows": {a: len(c.sources[a].data["time"]) for a, c in _v._prices.items()},
+            "subscribed": [s.active for s in _v._subscriptions], "pending": [len(s._pending) for s in _v._subscriptions],
+            "ended": _o and _o.ended, "shown": _o and _o.shown, "outputs": sorted(_o.outputs()) if _o else None,
+            "listening": _o and _o.listening(), "behind": _v._behind, "held_since": _v._held_since,
+        })
+print(_json.dumps({
+    "status": {k: p.status.snapshot() for k, p in _rt.pollers.items()},
+    "subscribers": {k: p.subscriber_count for k, p in _rt.pollers.items()},
+    "history": {k: len(p.history()) for k, p in _rt.pollers.items()},
+    "clock_running": {k: bool(p.frame.continue_[0]) for k, p in _rt.pollers.items()},
+    "threads": sorted(t.name for t in _threading.enumerate()),
+    "views": _views, "panel_views": sorted(_pn.state._views),
+}, default=str))
+"""
+
+
+def diagnosis(page, index: int, column: str) -> str:
+    """What the page and the kernel say about a series that did not grow (for a failure's message)."""
+    try:
+        found = [s for s in series(page, column) if s["cell"] == index]
+        kernel = kernel_exec(page, DIAGNOSIS)
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        return f"(no diagnosis: {exc!r})"
+    return f"page series of cell {index}: {found}\nkernel: {kernel[-6000:]}"

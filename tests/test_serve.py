@@ -60,10 +60,16 @@ def test_python_script_serves_and_prints_its_url(serve):
     port = free_port()
     command = [sys.executable, str(SCRIPT), "--port", str(port), "--address", "127.0.0.1"]
     app = serve(env=FAST, command=command, port=port)
-    url = f"http://127.0.0.1:{port}/"
+    # The page is where `panel serve realtime_dashboard.py` has it, and "/" leads there too.
+    url = f"http://127.0.0.1:{port}/realtime_dashboard"
     wait_until(lambda: url in app.output(), 30, message=f"{url} in the output")
     assert requests.get(url, timeout=30).status_code == 200
+    root = requests.get(f"http://127.0.0.1:{port}/", timeout=30)
+    assert root.status_code == 200 and root.url == url, root.url
     assert tab_titles(url) == ["Live", "Refresh", "History"]
+    # One line says where: the script's own, no second "serving"/"running at" line from Panel or Bokeh.
+    lines = [line for line in app.output().splitlines() if "http://" in line]
+    assert lines == [f"rtdash: serving the dashboard at {url} (Ctrl+C to stop)"], lines
     assert "Traceback" not in app.output()
 
 

@@ -29,7 +29,7 @@ import param
 from bokeh.document import Document
 from bokeh.document.json import DocJson
 from bokeh.model import Model
-from bokeh.models import ColumnDataSource, DataRange1d, NumeralTickFormatter
+from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, NumeralTickFormatter, Scatter
 from bokeh.palettes import Category10_10
 from bokeh.util.serialization import make_id
 from panel.custom import JSComponent
@@ -41,6 +41,8 @@ from . import OutputGuard, OutputLifetime, one_message
 
 LISTEN_WAIT = 10.0  # seconds a notebook view holds its rows for an output whose comm is not open yet
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
+MARKER_POINTS = 50  # a line with at most this many points also shows them as markers (one reading draws no line)
+SPAN_INTERVALS = 10  # the time axis of a line with a single point spans this many poll intervals around it
 CHART_HEIGHT = 300
 CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
@@ -156,20 +158,26 @@ class FigureTemplate:
         # renders WebGL in software, and 20 such pages on 2 cores fell seconds behind; a line of 10k points is
         # cheap on a canvas (BENCHMARKS.md: fetch-to-pixel).
         plot.state.output_backend = "canvas"
+        markers = {
+            name: next(r for r in plot.state.renderers if r.data_source is source and isinstance(r.glyph, Scatter))
+            for name, source in sources.items()
+        }
         doc = Document()
         doc.add_root(plot.state)
         self._json = doc.to_json(deferred=False)
         self._ids = frozenset(model.id for model in doc.models)
         self._figure = plot.state.id
         self._sources = {name: source.id for name, source in sources.items()}
+        self._markers = {name: marker.id for name, marker in markers.items()}
 
-    def copy(self) -> tuple[Model, dict[str, ColumnDataSource]]:
-        """A new figure and its lines' data sources, by series."""
+    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model]]:
+        """A new figure, and its lines' data sources and marker renderers, by series."""
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
+        markers = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._markers.items()}
         doc.remove_root(figure)
-        return figure, sources
+        return figure, sources, markers
 
 
 def _series(key) -> str:
@@ -192,6 +200,11 @@ class StreamingChart:
     (catching up after a pause).  When the rows switch between simulated and live, the old rows are dropped, not
     joined.
 
+    A line holds a time window: the ``length`` poll intervals up to its newest point, and at most ``length`` points.
+    Points from before a restart stay only while they are in that window (the gap between shows as a break), so they
+    never squeeze the new ones into the chart's edge.  A line of at most ``MARKER_POINTS`` points also shows them as
+    markers (a single reading draws no line), and a single point gets a time axis of ``SPAN_INTERVALS`` intervals.
+
     ``template`` names the chart's look (everything ``chart`` depends on besides ``kind``, ``names`` and ``value``)
     among the charts of the process.
     """
@@ -210,6 +223,7 @@ class StreamingChart:
         self.key = SERIES[kind]
         self.value = value
         self.gap_ms = GAP_INTERVALS * interval * 1000
+        self.window_ms = length * interval * 1000
         self.length = length
         self.last: dict[str, float] = {}  # per series, the time of its last point (ms)
 
@@ -220,16 +234,20 @@ class StreamingChart:
                 built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
                 if template is not None:
                     _TEMPLATES[key] = built
-        self.figure, self.sources = built.copy()
+        self.figure, self.sources, self.markers = built.copy()
+        self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
         split = split_rows(history, self.key, value, self.gap_ms)
         self.simulated = split.simulated
         for name, source in self.sources.items():
             # Times as Bokeh keeps them (ms since the epoch), so that new points can be sent as plain numbers.
             times, values = split.series.get(name, Series([], []))
-            times, values = times[-length:], values[-length:]
+            first = bisect.bisect_left(times, times[-1] - self.window_ms) if times else 0
+            first = max(first, len(times) - length)
+            times, values = times[first:], values[first:]
             if times:
                 self.last[name] = times[-1]
             source.data = {"time": np.asarray(times, float), value: np.asarray(values, float)}
+            self._mark(name)
 
     def send(self, df: pd.DataFrame) -> None:
         """Append the rows of ``df`` that are new."""
@@ -238,8 +256,9 @@ class StreamingChart:
         split = split_rows(df, self.key, self.value, self.gap_ms)
         if split.simulated != self.simulated:
             self.last.clear()
-            for source in self.sources.values():
+            for name, source in self.sources.items():
                 source.data = {"time": np.array([], float), self.value: np.array([], float)}
+                self._mark(name)
         self.simulated = split.simulated
         for name, (times, values) in split.series.items():
             source = self.sources.get(name)
@@ -254,8 +273,22 @@ class StreamingChart:
                 if times[0] - last > self.gap_ms:
                     times, values = [(last + times[0]) / 2, *times], [math.nan, *values]
             self.last[name] = times[-1]
+            # The points that stay: those in the window up to the newest (the line's times are in order).
+            start = times[-1] - self.window_ms
+            first = bisect.bisect_left(times, start)
+            times, values = times[first:], values[first:]
+            held = np.asarray(source.data["time"])
+            kept = len(held) - int(np.searchsorted(held, start))
+            rollover = self.length if kept == len(held) else min(self.length, kept + len(times))
             # Plain lists of numbers: the smallest message for a few points.
-            source.stream({"time": times, self.value: values}, rollover=self.length)
+            source.stream({"time": times, self.value: values}, rollover=rollover)
+            self._mark(name)
+
+    def _mark(self, name: str) -> None:
+        """Show series ``name``'s points as markers while it has few (a no-op unless that changes)."""
+        few = len(self.sources[name].data["time"]) <= MARKER_POINTS
+        if self.markers[name].visible != few:
+            self.markers[name].visible = few
 
     def data(self, name: str) -> pd.DataFrame:
         """The points one series' line holds now, with naive UTC times."""
@@ -292,13 +325,34 @@ def setup_figure(plot, element) -> None:
         return
     figure.x_range = DataRange1d(range_padding=0.02, only_visible=True)
     figure.y_range = DataRange1d(range_padding=0.1, only_visible=True)
+    figure.xaxis[0].formatter = TIME_FORMATTER.clone()
     handlers = figure._event_callbacks.get("rangesupdate", [])
     handlers[:] = [handler for handler in handlers if getattr(handler, "__name__", "") != "_disable_follow"]
     for key, line in plot.subplots.items():
-        if "glyph_renderer" in line.handles:
-            line.handles["glyph_renderer"].name = _series(key)
+        renderer = line.handles.get("glyph_renderer")
+        if renderer is None:
+            continue
+        renderer.name = _series(key)
+        glyph = renderer.glyph
+        # The line's points as markers, on the line's own data (StreamingChart shows them while they are few).
+        figure.scatter(
+            x=glyph.x, y=glyph.y, source=renderer.data_source, size=7, color=glyph.line_color, name=renderer.name
+        )
 
 
+# Times as times at every zoom: Bokeh's defaults read "929500us" or "250ms" when a range is under a second wide.
+TIME_FORMATTER = DatetimeTickFormatter(
+    microseconds="%H:%M:%S.%6N",
+    milliseconds="%H:%M:%S.%3N",
+    seconds="%H:%M:%S",
+    minsec="%H:%M:%S",
+    minutes="%H:%M",
+    hourmin="%H:%M",
+    hours="%H:%M",
+    days="%b %d",
+    months="%b %Y",
+    years="%Y",
+)
 # Spelt out, not "{%F %T}": HoloViews files an overlay's hover tool under its tooltips but looks it up with
 # "{%F %T}" taken out, so with it the tool would hover only the first line (holoviz/holoviews#6912).
 HOVER_TIME = ("Time (UTC)", "@{time}{%Y-%m-%d %H:%M:%S}")

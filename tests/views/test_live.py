@@ -17,7 +17,15 @@ from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.settings import settings as bokeh_settings
 
 from rtdash.stream import Runtime, get_runtime
-from rtdash.views.live import FigureTemplate, LiveView, StreamingChart, copy_models, placeholder_rows
+from rtdash.views.live import (
+    MARKER_POINTS,
+    SPAN_INTERVALS,
+    FigureTemplate,
+    LiveView,
+    StreamingChart,
+    copy_models,
+    placeholder_rows,
+)
 from tests.helpers import wait_until
 from tests.views.test_refresh import plain
 
@@ -90,13 +98,14 @@ def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
     """``panel serve`` numbers models (``p123``); Panel in a notebook turns Bokeh's simple ids off (UUIDs)."""
     monkeypatch.setattr(bokeh_settings.simple_ids, "_user_value", where == "server")
     template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price")
-    figures, sources = zip(*(template.copy() for _ in range(2)), strict=True)
+    figures, sources, markers = zip(*(template.copy() for _ in range(2)), strict=True)
     models = [{m.id: m for m in figure.references()} for figure in figures]
     assert all(re.fullmatch(ID_FORMATS[where], id_) for ids in models for id_ in ids)
     assert not set(models[0]) & set(models[1]) and not set(models[0]) & template._ids
-    for figure, by_series, ids in zip(figures, sources, models, strict=True):
-        (renderer,) = figure.renderers
-        assert by_series["BTC"] is renderer.data_source and by_series["BTC"].id in ids
+    for figure, by_series, marks, ids in zip(figures, sources, markers, models, strict=True):
+        line, marker = figure.renderers
+        assert by_series["BTC"] is line.data_source is marker.data_source and by_series["BTC"].id in ids
+        assert marks["BTC"] is marker
         assert figure.document is None  # ready for the session's document
         assert sorted(type(m).__name__ for m in ids.values()) == sorted(type(m).__name__ for m in models[0].values())
 
@@ -119,7 +128,7 @@ def test_the_weather_charts_are_declared_one_line_per_city(runtime) -> None:
     view = plain(LiveView, runtime=runtime)
     cities = runtime.settings.cities
     for metric, chart in view._weather.items():
-        renderers = chart.figure.renderers
+        renderers = [r for r in chart.figure.renderers if r not in chart.markers.values()]
         assert [r.name for r in renderers] == cities
         assert [r.glyph.line_color for r in renderers] == ["#1f77b4", "#ff7f0e"]
         assert [r.data_source for r in renderers] == [chart.sources[city] for city in cities]
@@ -134,6 +143,45 @@ def test_the_backlog_rolls_over() -> None:
     for second in range(6):
         c.send(prices([f"2026-01-01 00:00:0{second}"], [float(second)]))
     assert c.data("BTC")["price"].tolist() == [3.0, 4.0, 5.0]
+
+
+def test_a_line_holds_the_window_of_its_length_in_intervals_up_to_its_newest_point() -> None:
+    """Points from before a restart (50 min ago) stay only while they are in the window (5 intervals of 1 s here):
+    they do not squeeze the new ones into the chart's edge, and the gap shows as a break."""
+    old = prices(["2026-01-01 00:00:00", "2026-01-01 00:00:01", "2026-01-01 00:00:02"], [1.0, 2.0, 3.0])
+    c = chart(length=5, history=old)
+    assert c.data("BTC")["price"].tolist() == [1.0, 2.0, 3.0]
+    c.send(prices(["2026-01-01 00:00:04"], [4.0]))  # the oldest is 4 s back, within the window: all stay
+    assert c.data("BTC")["price"].tolist()[:3] == [1.0, 2.0, 3.0]
+    assert c.data("BTC")["price"].iloc[-1] == 4.0
+    c.send(prices(["2026-01-01 00:50:00", "2026-01-01 00:50:01"], [5.0, 6.0]))  # a restart 50 min later
+    data = c.data("BTC")
+    assert data["price"].tolist()[-2:] == [5.0, 6.0] and data["price"].iloc[:-2].isna().all(), data
+    assert data["time"].iloc[0] >= pd.Timestamp("2026-01-01 00:49:56")
+
+    # On start, history older than the window before its newest point is not drawn.
+    restarted = chart(length=5, history=pd.concat([old, prices(["2026-01-01 00:50:00"], [5.0])]))
+    assert restarted.data("BTC")["price"].tolist() == [5.0]
+
+
+def test_a_single_reading_shows_as_a_marker_on_a_time_axis_that_reads_as_time() -> None:
+    """One reading per series draws no line: markers show it until the line has more than MARKER_POINTS points,
+    the axis spans SPAN_INTERVALS intervals around it, and its ticks read as clock times at any zoom."""
+    c = StreamingChart("price", ["BTC"], "price", 2.0, 1000, prices(["2026-01-01 00:00:00"], [1.0]), price_lines)
+    marker = c.markers["BTC"]
+    assert marker.visible and marker.data_source is c.sources["BTC"]
+    assert c.figure.x_range.default_span == SPAN_INTERVALS * 2.0 * 1000
+    formatter = c.figure.xaxis[0].formatter
+    assert [formatter.microseconds, formatter.milliseconds, formatter.seconds] == [
+        "%H:%M:%S.%6N",
+        "%H:%M:%S.%3N",
+        "%H:%M:%S",
+    ]
+    times = pd.date_range("2026-01-01 00:00:02", periods=MARKER_POINTS, freq="2s").astype(str).tolist()
+    c.send(prices(times, [float(i) for i in range(MARKER_POINTS)]))
+    assert not marker.visible  # more than MARKER_POINTS points: the line alone
+    c.send(prices(["2026-01-01 01:00:00"], [1.0]))  # a restart: the old points leave the window, one is left
+    assert len(c.data("BTC")) <= 2 and marker.visible
 
 
 def test_a_gap_longer_than_three_intervals_breaks_the_line() -> None:

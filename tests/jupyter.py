@@ -523,7 +523,8 @@ for _v in _gc.get_objects():
         _o = _v._outputs
         _views.append({
             "rows": {a: len(c.sources[a].data["time"]) for a, c in _v._prices.items()},
-            "subscribed": [s.active for s in _v._subscriptions], "pending": [len(s._pending) for s in _v._subscriptions],
+            "subscribed": [s.active for s in _v._subscriptions],
+            "pending": [len(s._pending) for s in _v._subscriptions],
             "ended": _o and _o.ended, "shown": _o and _o.shown, "outputs": sorted(_o.outputs()) if _o else None,
             "listening": _o and _o.listening(), "behind": _v._behind, "held_since": _v._held_since,
         })

@@ -70,13 +70,15 @@ def test_one_collector_two_viewers(pg_url, fake_api, viewer_api, browser, tmp_pa
         )
         for _ in range(2)
     ]
-    pages = []
+    pages, errors = [], []
     try:
         for viewer in viewers:
             viewer.wait_ready()
         assert fake_api.wait_for_count("coinbase", 1, timeout=30), collector.output()
         for viewer in viewers:
             page = browser.new_page()
+            page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(viewer.url + "/realtime_dashboard")
             pages.append(page)
 
@@ -104,8 +106,12 @@ def test_one_collector_two_viewers(pg_url, fake_api, viewer_api, browser, tmp_pa
         with psycopg.connect(pg_url) as conn:
             price = conn.execute("SELECT price FROM price ORDER BY time DESC LIMIT 1").fetchone()[0]
         shown = f"${price:,.2f}"
-        for page in pages:  # the big number of the Live tab's price card
-            expect(page.locator(".card .price")).to_have_text(shown, timeout=30_000)
+        for page, viewer in zip(pages, viewers, strict=True):  # the big number of the Live tab's price card
+            try:
+                expect(page.locator(".card .price")).to_have_text(shown, timeout=60_000)
+            except AssertionError as exc:
+                text = page.evaluate("document.body.innerText")
+                raise AssertionError(f"{exc}\npage errors: {errors}\npage text: {text!r}\n{viewer.output()}") from None
         assert newest >= 8
         for viewer in viewers:
             health = requests.get(viewer.url + "/health", timeout=5).json()

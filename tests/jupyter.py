@@ -527,6 +527,23 @@ for _v in _gc.get_objects():
             "pending": [len(s._pending) for s in _v._subscriptions],
             "ended": _o and _o.ended, "shown": _o and _o.shown, "outputs": sorted(_o.outputs()) if _o else None,
             "listening": _o and _o.listening(), "behind": _v._behind, "held_since": _v._held_since,
+            "sources": {
+                a: {"id": c.sources[a].id, "attached": c.sources[a].document is not None} for a, c in _v._prices.items()
+            },
+            "pane_refs": [sorted(p._models) for p in _v._price_panes],
+            "in_output_docs": {
+                ref: [_pn.state._views[ref][2].get_model_by_id(c.sources[a].id) is not None
+                      for a, c in _v._prices.items()]
+                for ref in (_o.outputs() if _o else ())
+            },
+            "reachable": {
+                ref: [c.sources[a].id in {m.id for r in _pn.state._views[ref][2].roots for m in r.references()}
+                      for a, c in _v._prices.items()]
+                for ref in (_o.outputs() if _o else ())
+            },
+            "held_events": {
+                ref: len(_pn.state._views[ref][2].callbacks._held_events) for ref in (_o.outputs() if _o else ())
+            },
         })
 print(_json.dumps({
     "status": {k: p.status.snapshot() for k, p in _rt.pollers.items()},

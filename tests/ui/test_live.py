@@ -354,3 +354,18 @@ def test_screenshot_for_the_readme(serve, page, tmp_path):
     page.screenshot(path=path)
     assert Path(path).stat().st_size > 10_000
     assert page.console_errors == []
+
+
+def test_the_live_charts_keep_streaming_after_the_tabs_are_switched(serve, page):
+    """Each switch hides the Live tab (a dynamic tab: its models leave the page and come back); after every return
+    its price line gains points again, and the server's own copy of the line has stayed in its document."""
+    app = serve(env={**FAST, "RTDASH_TILES": "none"})
+    open_dashboard(page, app)
+    wait_until(lambda: rows(page, "price") and min(rows(page, "price")) >= 2, 30, message="price points")
+    for round_ in range(8):
+        for tab in ("Refresh", "Live", "History", "Live"):
+            page.locator(".bk-tab", has_text=tab).first.click()
+        wait_until(lambda: len(rows(page, "price")) == 1, 30, message="the Live tab's price line back")
+        (before,) = rows(page, "price")
+        wait_until(lambda b=before: rows(page, "price")[0] > b, 30, message=f"round {round_}: new price points")
+    assert page.console_errors == []

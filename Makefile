@@ -13,7 +13,7 @@ PYTHON ?= $(BASE_PYTHON)
 VENV :=
 endif
 
-.PHONY: test system-deps install lint pytest bench run
+.PHONY: test test-fast system-deps install lint pytest bench run
 
 test: system-deps install lint pytest
 
@@ -48,6 +48,10 @@ lint:
 
 pytest:
 	$(PYTHON) -m pytest
+
+# The inner loop: no browser, no PostgreSQL, nothing marked slow (no system packages needed).
+test-fast: install
+	$(PYTHON) -m pytest -m "not ui and not postgres and not slow" -q
 
 run: $(VENV)
 	$(PYTHON) -m pip install -q -e . && $(PYTHON) -m panel serve realtime_dashboard.py --show

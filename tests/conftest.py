@@ -140,3 +140,12 @@ def page(browser):
     page.on("pageerror", lambda exc: page.console_errors.append(str(exc)))
     yield page
     context.close()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that needs the PostgreSQL server (directly, through ``pg_url`` or a ``postgresql`` store) is marked
+    ``postgres``, so that ``-m "not postgres"`` (``make test-fast``) leaves them all out."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "postgres_server" in getattr(item, "fixturenames", ()) or "postgresql" in params.values():
+            item.add_marker(pytest.mark.postgres)

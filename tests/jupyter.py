@@ -541,6 +541,7 @@ for _v in _gc.get_objects():
                       for a, c in _v._prices.items()]
                 for ref in (_o.outputs() if _o else ())
             },
+            "frozen": {ref: _pn.state._views[ref][2].models._freeze_count for ref in (_o.outputs() if _o else ())},
             "held_events": {
                 ref: len(_pn.state._views[ref][2].callbacks._held_events) for ref in (_o.outputs() if _o else ())
             },

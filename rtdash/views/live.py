@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import functools
 import html
+import logging
 import math
 import threading
 import time
@@ -39,6 +40,9 @@ from ..stream import Runtime
 from ..stream.poller import current_dispatch
 from . import OutputGuard, OutputLifetime, one_message
 
+log = logging.getLogger("rtdash.views")
+
+REATTACH_EVERY = 5.0  # seconds between two checks for a chart that left its notebook output's document
 LISTEN_WAIT = 10.0  # seconds a notebook view holds its rows for an output whose comm is not open yet
 GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks the line
 MARKER_POINTS = 50  # a line with at most this many points also shows them as markers (one reading draws no line)
@@ -512,6 +516,8 @@ class LiveView(pn.viewable.Viewer):
         self._outputs = OutputLifetime([*self._price_panes, *self._weather_panes], self._end) if self._push else None
         self._behind = False  # rows were held back while an output was not listening yet
         self._held_since: float | None = None  # monotonic time of the first update held back
+        self._reattach_after = 0.0  # monotonic; see _reattach
+        self._frozen: set[str] = set()  # outputs whose document was frozen at the last check (see _reattach)
         self._subscriptions = []
         for kind, poller in self.runtime.pollers.items():
             # Rows that came between the history above and the subscription are in its history; the rest are skipped.
@@ -583,6 +589,7 @@ class LiveView(pn.viewable.Viewer):
                     self._behind = True
                     return
             self._held_since = None
+            self._reattach()
             if self._behind:
                 self._behind = False
                 for other, poller in self.runtime.pollers.items():
@@ -603,6 +610,43 @@ class LiveView(pn.viewable.Viewer):
                 self.on_update()
         if self._push:
             pn.io.push_notebook(*self._price_panes, *self._weather_panes)
+
+    def _reattach(self) -> None:
+        """In a notebook: give a chart whose data source has left its output's document while the chart is still in
+        that document's tree its document back, with all its points (at most every ``REATTACH_EVERY`` seconds).
+
+        Seen in JupyterLab on a loaded machine, rarely: the page went on showing a chart whose ``ColumnDataSource``
+        the kernel's document no longer held, so its points were streamed to no one and the chart froze.  A chart in
+        a hidden (dynamic) tab has left the tree too; it is left alone.  A document whose model bookkeeping stays
+        frozen (Bokeh's ``freeze`` has no ``finally``) is unfrozen first.
+        """
+        now = time.monotonic()
+        if now < self._reattach_after:
+            return
+        charts = [*self._prices.values(), *self._weather.values()]
+        lost = [chart for chart in charts if any(s.document is None for s in chart.sources.values())]
+        if not lost:
+            self._frozen.clear()
+            return
+        self._reattach_after = now + REATTACH_EVERY
+        views = pn.state._views
+        for ref in self._outputs.outputs():
+            models = views[ref][2].models
+            # Bokeh's ``models.freeze()`` (and Panel's ``freeze_doc``) skip the bookkeeping until they end, and do
+            # not end on an exception (no ``finally``): a freeze still there at two checks is one that never ends.
+            if models._freeze_count > 0 and ref in self._frozen:
+                log.warning("a notebook output's document stayed frozen (%d); unfrozen", models._freeze_count)
+                models._freeze_count = 0
+            if models._freeze_count > 0:
+                self._frozen.add(ref)
+                continue
+            self._frozen.discard(ref)
+            models.recompute()  # attaches every model its roots reach
+        for chart in lost:
+            for source in chart.sources.values():
+                if source.document is not None:
+                    log.warning("a Live chart had left its notebook output's document; it is back, redrawn whole")
+                    source.data = dict(source.data)
 
     def _end(self) -> None:
         """No output shows this view any more: stop taking the pollers' rows."""

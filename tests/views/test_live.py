@@ -275,3 +275,32 @@ def test_an_output_shown_and_deleted_between_two_checks_still_ends_the_lifetime(
     lifetime = OutputLifetime([pane], lambda: ended.append(True))  # kept by its owner (weakly by the registry)
     _delete(_show(pn.Column(pane)))
     assert ended == [True] and lifetime.ended
+
+
+def test_a_chart_left_out_of_a_frozen_notebook_document_gets_it_back(runtime) -> None:
+    """What a JupyterLab kernel was seen in: the chart still in its output's tree, its data source out of the output's
+    document (so new points went nowhere), and the document's bookkeeping frozen by a ``freeze`` that never ended
+    (Bokeh's has no ``finally``).  The view notices at an update, and at the next check, still frozen, unfreezes the
+    document and puts its source back, redrawn whole."""
+    import panel as pn
+
+    view = plain(LiveView, runtime=runtime)
+    ref = _show(view.__panel__())
+    doc = pn.state._views[ref][2]
+    source = view._prices["BTC"].sources["BTC"]
+    assert source.document is doc
+    with pytest.raises(RuntimeError), doc.models.freeze():
+        raise RuntimeError("inside a freeze")
+    del doc.models._models[source.id]
+    source._detach_document()
+
+    view._reattach_after = 0.0  # checks are at most every REATTACH_EVERY seconds
+    plain(view._reattach)
+    assert source.document is None  # frozen at one check: maybe a freeze in progress
+    view._reattach_after = 0.0
+    plain(view._reattach)
+    assert source.document is doc and doc.models._freeze_count == 0
+    events: list[ColumnsStreamed] = []
+    doc.callbacks.on_change(lambda event: isinstance(event, ColumnsStreamed) and events.append(event))
+    view._prices["BTC"].send(prices([pd.Timestamp.now(tz="UTC").isoformat()], [1.0]))
+    assert [e.model for e in events] == [source]

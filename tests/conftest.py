@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import signal
 import socket
 
 import pytest
@@ -149,3 +150,13 @@ def pytest_collection_modifyitems(items) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "postgres_server" in getattr(item, "fixturenames", ()) or "postgresql" in params.values():
             item.add_marker(pytest.mark.postgres)
+
+
+def pytest_configure(config) -> None:
+    """A run ended with SIGTERM (a CI timeout, ``kill``) stops like one ended with Ctrl+C: the fixtures' teardowns
+    still stop the servers, kernels and browsers they started, instead of leaving them running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -243,8 +243,13 @@ class BokehViewer:
         page = (await client.fetch(self.url, request_timeout=120)).body.decode()
         token = page.split('"token":"', 1)[1].split('"', 1)[0]
         origin = self.url.split("/", 3)
+        # The handshake is where the server builds the session: on a loaded 2-core machine that took over tornado's
+        # default 20 s (HTTPTimeoutError beside two busy loops), so it gets the page's 120 s.
         request = HTTPRequest(
-            self.url.replace("http://", "ws://").rstrip("/") + "/ws", headers={"Origin": "/".join(origin[:3])}
+            self.url.replace("http://", "ws://").rstrip("/") + "/ws",
+            headers={"Origin": "/".join(origin[:3])},
+            connect_timeout=120,
+            request_timeout=120,
         )
         self._conn = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=1 << 30)
         await self._read_message()  # ACK

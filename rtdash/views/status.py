@@ -30,7 +30,7 @@ STATE_WORDS = {"starting": "connecting", "ok": "ok", "stale": "stale", "error": 
 BADGE_CSS = """
 .badge {display: inline-flex; flex-direction: column; gap: 2px; font: 13px/1.3 system-ui, sans-serif;
         padding: 5px 12px; border-radius: 14px; border: 1px solid; max-width: 460px; cursor: help}
-.badge .line {white-space: nowrap}
+.badge .line {overflow-wrap: anywhere}  /* a long line wraps inside the pill, never past its edge */
 .badge .reason {font-size: 12px; overflow-wrap: anywhere}
 .badge.starting {color: #374151; background: #f3f4f6; border-color: #d1d5db}
 .badge.ok {color: #14532d; background: #dcfce7; border-color: #86efac}

@@ -1,8 +1,11 @@
 """Server logs: one line per event that matters, as text or JSON (``RTDASH_LOG_FORMAT=json``), never a key.
 
 ``setup_logging(settings)`` gives the ``rtdash`` loggers one handler on stderr and puts a :class:`RedactFilter`
-on it and on every handler the root logger already has (``panel serve`` installs one), so that a key cannot
-reach a log line through any logger: not in the message, its arguments, nor a traceback.
+on it and on every handler the root logger and the libraries' loggers already have (``panel serve`` installs one on
+the root, Panel and Bokeh have their own), so that a key cannot reach a log line through any logger: not in the
+message, its arguments, nor a traceback.  The filter also bounds every record: a message to ``MAX_MESSAGE``
+characters, a traceback to ``MAX_TRACEBACK`` (a client's 15 MB message, which Bokeh logs whole with ``%r``, once
+made one 15.7-million-character line).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Sequence
 from typing import IO
 
 from .config import Settings
@@ -21,6 +25,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into the JSON line.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
+MAX_MESSAGE = 2_000  # characters of a record's message (and of each extra field)
+MAX_TRACEBACK = 10_000  # characters of a record's traceback or stack: its start and its end
+_MARGIN = 1_000  # characters redacted beyond what a bounded text shows (longer than any key or password)
 _lock = threading.Lock()
 _secrets: set[str] = set()
 
@@ -33,25 +40,47 @@ class RedactFilter(logging.Filter):
         self.secrets = _secrets if secrets is None else secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Redact ``record`` in place; never raises, so a record that cannot be formatted still gives a line."""
+        """Redact and bound ``record`` in place; never raises, so a record that cannot be formatted still gives a
+        line."""
+        if getattr(record, "_redacted", None) is self.secrets:  # done by another handler's filter
+            return True
         secrets = sorted(self.secrets, key=len, reverse=True)
         try:
-            record.msg, record.args = redact(_message(record), secrets), None
+            record.msg, record.args = bound(_message(record), MAX_MESSAGE, secrets=secrets), None
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
-                record.exc_text = redact(record.exc_text, secrets)
+                record.exc_text = bound(record.exc_text, MAX_TRACEBACK, keep_end=True, secrets=secrets)
             if record.stack_info:
-                record.stack_info = redact(record.stack_info, secrets)
+                record.stack_info = bound(record.stack_info, MAX_TRACEBACK, keep_end=True, secrets=secrets)
             for name, value in list(record.__dict__.items()):
                 if name not in _STANDARD and isinstance(value, str):
-                    setattr(record, name, redact(value, secrets))
+                    setattr(record, name, bound(value, MAX_MESSAGE, secrets=secrets))
         except Exception as exc:  # keep the event, drop whatever could not be redacted
             record.msg, record.args = f"{record.name}: a log record could not be redacted ({type(exc).__name__})", None
             record.exc_info = record.exc_text = record.stack_info = None
             for name in [name for name in record.__dict__ if name not in _STANDARD]:
                 delattr(record, name)
+        record._redacted = self.secrets
         return True
+
+
+def bound(text: str, limit: int, keep_end: bool = False, secrets: Sequence[str] = ()) -> str:
+    """``text`` without ``secrets`` (:func:`rtdash.sources.redact`), cut to about ``limit`` characters: its start and
+    ``… (N more characters)``, or with ``keep_end`` its start and its end around ``… (N characters left out) …`` (a
+    traceback's last lines name the error).
+
+    Only what is shown is redacted, with a margin longer than any key so that one across the cut is still found:
+    redacting a 15 MB message whole would hold the server's loop for over a second.
+    """
+    if len(text) <= limit:
+        return redact(text, secrets)
+    half = limit // 2 if keep_end else limit
+    head = redact(text[: half + _MARGIN], secrets)[:half]
+    if not keep_end:
+        return f"{head}… ({len(text) - limit:,} more characters)"
+    tail = redact(text[-(half + _MARGIN) :], secrets)[-half:]
+    return f"{head}\n… ({len(text) - 2 * half:,} characters left out) …\n{tail}"
 
 
 def _message(record: logging.LogRecord) -> str:
@@ -115,7 +144,15 @@ def setup_logging(settings: Settings, stream: IO[str] | None = None, level: int 
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False  # one line per event: not again through panel serve's root handler
-        for root_handler in logging.getLogger().handlers:
-            if not any(isinstance(f, RedactFilter) for f in root_handler.filters):
-                root_handler.addFilter(RedactFilter())
+        for other in _library_handlers():
+            if not any(isinstance(f, RedactFilter) for f in other.filters):
+                other.addFilter(RedactFilter())
         return handler
+
+
+def _library_handlers() -> list[logging.Handler]:
+    """The handlers of the root logger and of every other logger that has its own (``panel``, ``bokeh`` when no root
+    handler was set up), and Python's last resort (a record no handler takes, such as asyncio's, goes to stderr)."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = [h for logger in loggers if isinstance(logger, logging.Logger) for h in logger.handlers]
+    return [*handlers, *([logging.lastResort] if logging.lastResort is not None else [])]

@@ -88,3 +88,27 @@ def test_a_source_failure_and_its_recovery_are_one_line_each(fake_api, make_sett
     assert len([m for m in price if "is stale" in m]) == 1, price  # not one line per failed fetch
     assert "retrying in" in next(m for m in price if "is stale" in m)
     assert len([m for m in price if "recovered" in m]) == 1, price
+
+
+def test_every_line_is_bounded_through_every_logger(make_settings):
+    """Issue 13, item 6: a 15 MB client message once made one 15.7-million-character line."""
+    stream, own = io.StringIO(), io.StringIO()
+    other = logging.getLogger("tornado.test_bounded")  # a library logger with a handler of its own, as panel's has
+    handler = logging.StreamHandler(own)
+    other.addHandler(handler)
+    other.propagate = False
+    try:
+        setup_logging(make_settings(RTDASH_LOG_FORMAT="json"), stream=stream)
+        logging.getLogger("rtdash.test").warning("message %r", "x" * 100_000)
+        other.error("error handling message\n message: %r", "y" * 100_000)
+        try:
+            raise RuntimeError("z" * 100_000)
+        except RuntimeError:
+            logging.getLogger("rtdash.test").exception("a crash")
+    finally:
+        other.removeHandler(handler)
+    first, second = (json.loads(line) for line in lines(stream))
+    assert len(first["message"]) < 2_100, len(first["message"])
+    assert first["message"].endswith("… (98,010 more characters)"), first["message"][-80:]  # of 100,010
+    assert len(second["exception"]) < 10_200 and second["exception"].rstrip().endswith("z" * 100), "head and tail kept"
+    assert len(own.getvalue()) < 2_100 and "more characters)" in own.getvalue()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from benchmarks.run import PAGE_SIZE, BokehViewer, RecordingAPI, batched
+from benchmarks.run import PAGE_SIZE, UNCAPPED, BokehViewer, RecordingAPI, batched
 from tests.helpers import PanelServer, fake_env
 
 
@@ -71,7 +71,7 @@ async def one_round(server: PanelServer, n: int, seconds: float) -> dict[str, An
 
 async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: None) -> dict[str, Any]:
     with RecordingAPI() as api:
-        env = fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s")
+        env = fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s", **UNCAPPED)
         with mock.patch.dict(os.environ, env):
             tracemalloc.start(1)
             from rtdash.app import create_app

@@ -10,17 +10,19 @@ import argparse
 import functools
 import html
 import logging
+import secrets
 import socket
 from collections.abc import Sequence
 
 import panel as pn
+from bokeh.settings import settings as bokeh_settings
 
 from . import __version__
 from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
 from .logs import setup_logging
 from .notebook import extension, in_kernel, log_stream
-from .server import on_session, routes
+from .server import admit, on_session, routes
 from .stream import get_runtime, stop_all
 from .views import OutputGuard
 from .views.history import HistoryView
@@ -56,6 +58,9 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         message = html.escape(f"rtdash cannot start: {exc}")
         return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
     setup_logging(settings, stream=log_stream())
+    refusal = admit(settings)  # a token no page was served with, or a cap reached: one line, no pollers
+    if refusal is not None:
+        return pn.pane.HTML(f'<div class="error" role="alert">{html.escape(refusal)}</div>', stylesheets=[ERROR_CSS])
     runtime = get_runtime(settings)
     on_session(runtime)
     status = StatusView(runtime=runtime)
@@ -117,6 +122,9 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     setup_logging(settings)
     port = args.port or _free_port()
     origins = sorted({f"{args.address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
+    # Signed sessions: only a token this server issued for a page opens one (Bokeh refuses any other: "Invalid token
+    # signature").  The key is BOKEH_SECRET_KEY when set (several processes must share one), else one of its own.
+    secret_key = bokeh_settings.secret_key_bytes() or secrets.token_urlsafe(32).encode()
     # At the address `panel serve realtime_dashboard.py` uses (its name), with "/" redirecting there.
     server = pn.serve(
         {APP_PATH: lambda: create_app(settings)},
@@ -129,6 +137,8 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
         verbose=False,  # the line below says where, with the page's path
         liveness=True,
         extra_patterns=routes(),
+        sign_sessions=True,
+        secret_key=secret_key,
     )
     server.start()
     print(

@@ -200,6 +200,16 @@ class Settings(param.Parameterized):
         bounds=(1, None),
         doc="Pages that may embed the dashboard in a frame (CSP frame-ancestors): self, none or origins.",
     )
+    # A session costs 3-6 MB and a share of the loop: the caps keep a flood of sessions (a script, a reload loop) from
+    # taking the process's memory and every other viewer's updates (README, "Security").
+    max_sessions = param.Integer(
+        default=200, bounds=(1, 100_000), doc="Sessions open at once in a process; more are refused (1 to 100,000)."
+    )
+    max_sessions_per_client = param.Integer(
+        default=20,
+        bounds=(1, 100_000),
+        doc="Sessions open at once from one client address; more are refused (1 to 100,000).",
+    )
     metrics_token = param.String(
         default=None, allow_None=True, precedence=-1, doc="Bearer token for /metrics when a login is on (secret)."
     )

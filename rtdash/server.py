@@ -11,6 +11,9 @@ The same handlers are reached three ways:
 
 :func:`on_session` also sets the ``Content-Security-Policy: frame-ancestors`` header of the page
 (``RTDASH_FRAME_ANCESTORS``), the websocket origins (``RTDASH_ALLOWED_ORIGINS``) and counts the session.
+:func:`admit`, called before, refuses a session whose token no page was served with, and those over the caps
+(``RTDASH_MAX_SESSIONS``, ``RTDASH_MAX_SESSIONS_PER_CLIENT``).  Importing this module also makes Bokeh's ERROR
+replies to a client hold no traceback (:func:`_short_error`).
 
 ``/health`` is open (a load balancer cannot log in); it holds states, times, counts and the providers' error
 messages with keys removed — never a key, a price or a password.  ``/metrics`` is open when the server has no
@@ -26,23 +29,28 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import sys
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 import panel as pn
 import tornado.web
 import tornado.websocket
+from bokeh.server.connection import ServerConnection
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
+from tornado.ioloop import IOLoop
 
 from . import auth
 from .config import Settings, SettingsError
+from .logs import setup_logging
 from .sources import redact
 
 log = logging.getLogger("rtdash.server")
@@ -74,6 +82,9 @@ SOURCE_UP = Gauge(
 )
 SUBSCRIBERS = Gauge("rtdash_subscribers", "Subscribers of a source's stream.", ["kind"], multiprocess_mode="livesum")
 SESSIONS = Gauge("rtdash_sessions", "Dashboard sessions open.", multiprocess_mode="livesum")
+SESSIONS_REFUSED = Counter(
+    "rtdash_sessions_refused", "Sessions refused: a token no page was served with, or a cap reached.", ["reason"]
+)
 STORE_WRITTEN = Counter("rtdash_store_rows_written", "Rows inserted into the history store.")
 STORE_DROPPED = Counter("rtdash_store_rows_dropped", "Rows lost because the store's buffer was full.")
 STORE_BUFFERED = Gauge(
@@ -190,7 +201,7 @@ class _Sampler:
 
 
 sampler = _Sampler()
-_sessions: set[int] = set()  # ids of the documents of the sessions open in this process
+_sessions: dict[int, str] = {}  # the sessions open in this process: id of the document -> the client's address
 
 
 def generate_latest() -> bytes:
@@ -472,12 +483,12 @@ def on_session(runtime) -> None:
     doc = pn.state.curdoc
     if doc is None or getattr(doc, "session_context", None) is None:
         return
+    handler = _request_handler()
     key = id(doc)
     if key not in _sessions:
-        _sessions.add(key)
+        _sessions[key] = handler.request.remote_ip if handler is not None else ""
         SESSIONS.set(len(_sessions))
         pn.state.on_session_destroyed(lambda _context: _session_ended(key))
-    handler = _request_handler()
     if handler is not None:
         install(handler.application, settings)
         # A session is created by the page request, or by a websocket that outlived its page's session (or
@@ -487,8 +498,125 @@ def on_session(runtime) -> None:
 
 
 def _session_ended(key: int) -> None:
-    _sessions.discard(key)
+    _sessions.pop(key, None)
     SESSIONS.set(len(_sessions))
+
+
+# -- admission: who may open a session -------------------------------------------------------------------------------
+
+MAX_ISSUED = 100_000  # page tokens remembered per process; the oldest is forgotten first
+REFUSAL_LOG_EVERY = 10.0  # seconds: at most one log line per reason; the next one says how many it left out
+
+_issued: OrderedDict[str, float] = OrderedDict()  # session ids of the pages this process served -> valid until
+_refusal_lines: dict[str, tuple[float, int]] = {}  # reason -> (time of its last log line, refusals left out since)
+
+
+def admit(settings: Settings) -> str | None:
+    """Per session, before ``create_app`` builds anything: None to build the dashboard, else the one line to show
+    the user in its place (the refusal is logged and counted in ``rtdash_sessions_refused_total{reason}``).
+
+    * ``token`` — a websocket asks for a session that no page of this process was served with, on a server that
+      does not sign sessions.  Bokeh creates the session of whatever token a websocket brings, and an unsigned token
+      is one anybody can make: 200 of them, without loading the page, took a process from 363 MB to 1.5 GB (issue
+      13).  With ``BOKEH_SIGN_SESSIONS`` Bokeh has checked the token's signature before this runs; without it, the
+      tokens of the pages this process served are accepted for as long as Bokeh lets a token open a session
+      (``--session-token-expiration``), so a websocket that comes after its page's unused session was discarded
+      still gets one.  The websocket is closed (1008) as soon as Bokeh has made the session, which costs a small
+      document and no poller (Bokeh then logs that it could not send its ACK).
+    * ``total_limit``, ``client_limit`` — ``RTDASH_MAX_SESSIONS`` sessions are open in this process, or
+      ``RTDASH_MAX_SESSIONS_PER_CLIENT`` from the client's address (``request.remote_ip``: the proxy's own address
+      unless ``--use-xheaders`` takes the client's from its ``X-Real-IP``/``X-Forwarded-For``).
+
+    Everything is admitted outside a server's request (a notebook, ``--warm``, a test).
+    """
+    doc = pn.state.curdoc
+    handler = _request_handler()
+    if handler is None or doc is None or getattr(doc, "session_context", None) is None:
+        return None
+    app = handler.application
+    install(app, settings)  # /health answers (and counts this refusal) even when the first session is refused
+    session_id, client = doc.session_context.id, handler.request.remote_ip or "?"
+    if not isinstance(handler, tornado.websocket.WebSocketHandler):
+        _issue(session_id, app.session_token_expiration)
+    elif not app.sign_sessions and not _was_issued(session_id):
+        _refused(
+            "token",
+            f"a websocket from {client} brought a token that no page of this process was served with, and sessions "
+            "are not signed; with --num-procs or several processes behind a balancer, where a page's websocket may "
+            "reach another process, set BOKEH_SIGN_SESSIONS=true and the same BOKEH_SECRET_KEY (`panel secret`) "
+            "for all of them",
+        )
+        IOLoop.current().add_callback(handler.close, 1008, "session refused: load the page")
+        return "Session refused: open the dashboard's page to start a session."
+    if len(_sessions) >= settings.max_sessions:
+        _refused(
+            "total_limit",
+            f"{len(_sessions)} sessions are open in this process (RTDASH_MAX_SESSIONS={settings.max_sessions})",
+        )
+        return f"The dashboard is serving as many sessions as it can ({settings.max_sessions}): try again later."
+    from_client = sum(1 for address in _sessions.values() if address == client)
+    if from_client >= settings.max_sessions_per_client:
+        _refused(
+            "client_limit",
+            f"{from_client} sessions are open from {client} "
+            f"(RTDASH_MAX_SESSIONS_PER_CLIENT={settings.max_sessions_per_client})",
+        )
+        return (
+            f"Too many open sessions from your address ({settings.max_sessions_per_client}): close a tab of the "
+            "dashboard, then reload this page."
+        )
+    return None
+
+
+def _issue(session_id: str, lifetime: float) -> None:
+    """Remember that this process served a page with ``session_id``, for ``lifetime`` seconds."""
+    now = time.monotonic()
+    _issued[session_id] = now + lifetime
+    _issued.move_to_end(session_id)
+    while _issued and (len(_issued) > MAX_ISSUED or next(iter(_issued.values())) < now):
+        _issued.popitem(last=False)
+
+
+def _was_issued(session_id: str) -> bool:
+    return _issued.get(session_id, 0.0) >= time.monotonic()
+
+
+def _refused(reason: str, line: str) -> None:
+    """Count a refused session and log ``line``; or, when ``reason`` had a line in the last ``REFUSAL_LOG_EVERY``
+    seconds, count it for the next line instead (a flood of refusals is a line every 10 s, not one each)."""
+    SESSIONS_REFUSED.labels(reason).inc()
+    now = time.monotonic()
+    last, left_out = _refusal_lines.get(reason, (-math.inf, 0))
+    if now - last < REFUSAL_LOG_EVERY:
+        _refusal_lines[reason] = (last, left_out + 1)
+        return
+    _refusal_lines[reason] = (now, 0)
+    more = f" ({left_out} more refused for this reason since the last line)" if left_out else ""
+    log.warning("session refused: %s%s", line, more)
+
+
+# -- error replies to clients ----------------------------------------------------------------------------------------
+
+_bokeh_error = ServerConnection.error
+
+
+def _short_error(self: ServerConnection, message, text: str):
+    """Bokeh's ERROR reply to a message the server failed to handle, holding the error's type and no traceback.
+
+    ``bokeh.protocol.messages.error.error.create`` puts the server's traceback (``sys.exc_info()``, with its files'
+    paths) in every ERROR reply, and ``ProtocolHandler.handle`` (bokeh/server/protocol_handler.py) gives the
+    exception's ``repr`` as its text, which may quote the client's own message.  The client needs to know that its
+    message failed; the server's log has the rest (bounded, :mod:`rtdash.logs`).  Bokeh 3.9 offers no setting for
+    this, hence the replacement of ``ServerConnection.error``, the one place the server makes an ERROR reply.
+    """
+    error = sys.exc_info()[1]
+    kind = type(error).__name__ if error is not None else "Error"
+    reply = _bokeh_error(self, message, f"{kind}: the server could not handle this {message.msgtype} message")
+    reply.content["traceback"] = None
+    return reply
+
+
+ServerConnection.error = _short_error
 
 
 # -- shutdown --------------------------------------------------------------------------------------------------------
@@ -536,8 +664,10 @@ def _metrics_token() -> str | None:
 def _plugin_loaded() -> None:
     """``--plugins rtdash.server``: the origins must be known before the first websocket of any process."""
     settings = _settings_from_env()
-    if settings is not None and settings.allowed_origins:
-        allow_websocket_origins(settings.allowed_origins)
+    if settings is not None:
+        setup_logging(settings)  # every line bounded and redacted from the start, before any session
+        if settings.allowed_origins:
+            allow_websocket_origins(settings.allowed_origins)
     if pn.config.basic_auth:  # set by --basic-auth before plugins load: rate-limited login, revoking logout
         ROUTES.extend(auth.routes())
     if MULTIPROCESS_DIR is None:

@@ -209,3 +209,84 @@ class PanelServer:
         self.loop.add_callback(self.server.stop)
         self.loop.add_callback(self.loop.stop)
         self._thread.join(10)
+
+
+class BokehExchange:
+    """What a Bokeh websocket client got from the server: the messages (header, content as text) and how it closed."""
+
+    def __init__(self, messages: list[tuple[dict, str]], close_code: int | None, close_reason: str | None):
+        self.messages, self.close_code, self.close_reason = messages, close_code, close_reason
+
+    def reply(self, msgtype: str) -> str | None:
+        """The content of the first message of ``msgtype`` the server sent, or None."""
+        return next((content for header, content in self.messages if header.get("msgtype") == msgtype), None)
+
+
+def bokeh_exchange(
+    page_url: str, token: str, *requests_: tuple[str, str], origin: str | None = None, keep: float = 0.0
+) -> BokehExchange:
+    """Open the websocket of the app at ``page_url`` with ``token`` as a browser's Bokeh client does, wait for the ACK,
+    then send each ``(msgtype, content JSON)`` and wait for its reply; ``keep`` seconds more (for what the server sends
+    after), then close.  Stops early when the server closes the connection.
+
+    Tornado's client, on an event loop of its own thread (Playwright may hold this thread's).
+    """
+    import asyncio
+    import json
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    async def read(conn) -> tuple[dict, str] | None:
+        frames = []
+        for _ in range(3):
+            frame = await conn.read_message()
+            if frame is None:
+                return None
+            frames.append(frame)
+        header = json.loads(frames[0])
+        for _ in range(2 * int(header.get("num_buffers") or 0)):  # a buffer's header and payload
+            if await conn.read_message() is None:
+                return None
+        content = frames[2]
+        return header, content.decode() if isinstance(content, bytes) else content
+
+    async def talk() -> BokehExchange:
+        parts = urlsplit(page_url)
+        request = HTTPRequest(
+            page_url.replace("http://", "ws://").rstrip("/") + "/ws",
+            headers={"Origin": origin or f"{parts.scheme}://{parts.netloc}"},
+            connect_timeout=120,
+            request_timeout=120,
+        )
+        conn = await websocket_connect(request, subprotocols=["bokeh", token], max_message_size=1 << 30)
+        messages: list[tuple[dict, str]] = []
+        message = await asyncio.wait_for(read(conn), 120)
+        if message is not None:
+            messages.append(message)
+        for msgtype, content in requests_:
+            if message is None:
+                break
+            msgid = uuid.uuid4().hex
+            for part in (json.dumps({"msgid": msgid, "msgtype": msgtype}), "{}", content):
+                await conn.write_message(part)
+            while (message := await asyncio.wait_for(read(conn), 120)) is not None:
+                messages.append(message)
+                if message[0].get("reqid") == msgid:
+                    break
+        deadline = time.monotonic() + keep
+        while message is not None and (left := deadline - time.monotonic()) > 0:
+            try:
+                message = await asyncio.wait_for(read(conn), left)
+            except TimeoutError:
+                break
+            if message is not None:
+                messages.append(message)
+        conn.close()
+        return BokehExchange(messages, conn.close_code, conn.close_reason)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, talk()).result(timeout=600)

@@ -12,7 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.helpers import wait_until
+from tests.helpers import bokeh_exchange, wait_until
 from tests.test_auth import APP, page_token, tab, ws_upgrade
 
 pytestmark = [pytest.mark.slow]
@@ -99,20 +99,31 @@ def test_allowed_origins_decide_who_opens_the_websocket(serve):
     assert re.search(r"Refusing websocket connection from Origin 'https://evil\.example\.com'", app.output())
 
 
-def fresh_token() -> str:
-    """A token for a session that does not exist yet: the websocket creates it, no page is asked for first."""
+def fresh_token(secret_key: str | None = None) -> str:
+    """A token for a session that does not exist yet: the websocket creates it, no page is asked for first.  Signed
+    with ``secret_key`` when one is given (as every process sharing that ``BOKEH_SECRET_KEY`` signs its pages' tokens),
+    else unsigned: one anybody can make."""
     from bokeh.util.token import generate_jwt_token, generate_session_id
 
-    return generate_jwt_token(generate_session_id(signed=False), signed=False)
+    signed = secret_key is not None
+    session_id = generate_session_id(secret_key=secret_key, signed=signed)
+    return generate_jwt_token(session_id, secret_key=secret_key, signed=signed)
 
 
 @pytest.mark.parametrize("plugin", [True, False], ids=["plugin", "plain"])
 def test_only_the_plugin_sets_the_origins_before_any_session(serve, plugin):
-    """What ``--num-procs`` needs: a websocket can reach a process that has not served a page yet."""
+    """What ``--num-procs`` needs: a websocket can reach a process that has not served a page yet, with the token of a
+    page another process served (signed with the key they share)."""
+    key = "test-bokeh-secret-key-" + "k" * 32
     app = serve(
-        env={"RTDASH_ALLOWED_ORIGINS": "intranet.example.com"},
+        env={"RTDASH_ALLOWED_ORIGINS": "intranet.example.com", "BOKEH_SIGN_SESSIONS": "true", "BOKEH_SECRET_KEY": key},
         serve_args=["--plugins", "rtdash.server"] if plugin else [],
     )
-    response = ws_upgrade(app.url, fresh_token(), origin="http://intranet.example.com")
+    response = ws_upgrade(app.url, fresh_token(key), origin="http://intranet.example.com")
     response.close()
     assert response.status_code == (101 if plugin else 403)
+    if plugin:
+        exchange = bokeh_exchange(
+            app.url + APP, fresh_token(key), ("PULL-DOC-REQ", "{}"), origin="http://intranet.example.com"
+        )
+        assert "Live" in (exchange.reply("PULL-DOC-REPLY") or ""), "the session opened"

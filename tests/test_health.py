@@ -221,8 +221,10 @@ def stat_state(pid: int) -> str:
 def test_metrics_add_up_across_processes(serve, browser, tmp_path):
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
+    # Signed sessions, as the README asks for --num-procs: a page's websocket may reach the other process.
+    signed = {"BOKEH_SIGN_SESSIONS": "true", "BOKEH_SECRET_KEY": "test-bokeh-secret-key-" + "k" * 32}
     app = serve(
-        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)},
+        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **signed},
         serve_args=["--plugins", "rtdash.server", "--num-procs", "2"],
     )
     workers = wait_until(lambda: len(c := children(app.proc.pid)) == 2 and c, 30)

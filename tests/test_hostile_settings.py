@@ -142,3 +142,21 @@ def test_the_secrets_hold_the_password_raw_and_percent_decoded_and_from_the_quer
     assert "qs-Secret9" in url_secrets("postgresql://u@db/x?sslmode=require&password=qs-Secret9")
     assert url_secrets("postgresql://u@db/x") == url_secrets("data/rtdash.duckdb") == url_secrets(None) == []
     assert "p@ss/w0rd" not in redact("password p@ss/w0rd", url_secrets("postgresql://u:p%40ss%2Fw0rd@db/x"))
+
+
+# -- item 6: session caps --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", ["RTDASH_MAX_SESSIONS", "RTDASH_MAX_SESSIONS_PER_CLIENT"])
+@pytest.mark.parametrize("value", ["0", "-1", "100001", "99999999999999999999999"])
+def test_a_session_cap_outside_its_range_is_refused_at_load(env, value):
+    message = error_of(**{env: value})
+    assert message.startswith(f"{env}={value!r} is invalid") and "at least 1 and at most 100,000" in message
+
+
+def test_session_caps_default_and_bounds():
+    settings = Settings.load(environ={}, dotenv=None)
+    assert (settings.max_sessions, settings.max_sessions_per_client) == (200, 20)
+    env = {"RTDASH_MAX_SESSIONS": "100000", "RTDASH_MAX_SESSIONS_PER_CLIENT": "1"}
+    settings = Settings.load(environ=env, dotenv=None)
+    assert (settings.max_sessions, settings.max_sessions_per_client) == (100_000, 1)

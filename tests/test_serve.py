@@ -1,6 +1,7 @@
 """The real command lines: ``panel serve realtime_dashboard.py`` and ``python realtime_dashboard.py``, as subprocesses.
 
-A session is opened with Bokeh's own client (``pull_session``): the app runs on the server as for a browser.
+A session is opened as a browser opens it, the page then its websocket, with Bokeh's own client
+(:class:`PageSession`): the app runs on the server as for a browser.
 """
 
 from __future__ import annotations
@@ -12,25 +13,44 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from bokeh.client import pull_session
+from bokeh.client import ClientSession
+from bokeh.client.util import websocket_url_for_server_url
 from bokeh.model import Model
 from bokeh.models import Tabs
+from bokeh.util.token import get_session_id
 
 import rtdash.views.live
 import rtdash.views.status  # noqa: F401  (defines the page's own components, which the client must know to read it)
 from tests.helpers import ROOT, SCRIPT, fake_env, free_port, wait_until
+from tests.test_auth import page_token
 
 FAST = {"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDASH_CITIES": "London,Berlin"}
 
 
+class PageSession(ClientSession):
+    """Bokeh's client session, connecting with the token of a page the server served: a token the client makes
+    itself opens no session (``rtdash.server.admit``; Bokeh's own check when sessions are signed)."""
+
+    def __init__(self, token: str, url: str) -> None:
+        super().__init__(session_id=get_session_id(token), websocket_url=websocket_url_for_server_url(url))
+        self._page_token = token
+
+    @property
+    def token(self) -> str:
+        return self._page_token
+
+
 def open_session(url: str) -> list[Model]:
-    """Open a session of the app at ``url`` as a browser would, and return the models of its page.
+    """Open a session of the app at ``url`` as a browser would, the page then its websocket, and return the models
+    of its page.
 
     On a thread of its own: Bokeh's client runs an event loop, and Playwright may hold this thread's.
     """
+    token = page_token(requests.get(url, timeout=60).text)
 
     def pull() -> list[Model]:
-        with pull_session(url=url) as session:
+        with PageSession(token, url) as session:
+            session.pull()
             return [model for root in session.document.roots for model in root.references()]
 
     with ThreadPoolExecutor(1) as pool:

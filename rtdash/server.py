@@ -43,6 +43,7 @@ from prometheus_client import generate_latest as _generate_latest
 
 from . import auth
 from .config import Settings, SettingsError
+from .export import ExportHandler
 from .sources import redact
 
 log = logging.getLogger("rtdash.server")
@@ -379,7 +380,11 @@ class MetricsHandler(tornado.web.RequestHandler):
         return bool(user) and user != "guest"
 
 
-ROUTES: list[tuple[str, type, dict]] = [(r"/health", HealthHandler, {}), (r"/metrics", MetricsHandler, {})]
+ROUTES: list[tuple[str, type, dict]] = [
+    (r"/health", HealthHandler, {}),
+    (r"/metrics", MetricsHandler, {}),
+    (r"/export/([^/]*)", ExportHandler, {}),  # History's downloads (rtdash.export)
+]
 
 
 def routes() -> list[tuple[str, type, dict]]:

@@ -180,6 +180,25 @@ class LogoutHandler(PanelLogoutHandler):
         super().get()
 
 
+def login_required(app) -> bool:
+    """Whether ``app`` (a Bokeh Tornado application) serves its pages behind a login (basic auth or OAuth)."""
+    provider = getattr(app, "auth_provider", None)
+    return provider is not None and bool(provider.get_user or provider.get_user_async)
+
+
+async def logged_in_user(handler) -> str | None:
+    """The user logged in on ``handler``'s request, as the pages see them (logouts included); ``None`` for nobody
+    or Panel's guest."""
+    provider = handler.application.auth_provider
+    if provider.get_user is not None:
+        user = provider.get_user(handler)
+    else:
+        user = await provider.get_user_async(handler)
+    if isinstance(user, bytes):
+        user = user.decode("utf-8", "replace")
+    return str(user) if user and user != "guest" else None
+
+
 def routes(login: str = "/login", logout: str = "/logout") -> list[tuple[str, type, dict]]:
     """The routes that replace Panel's login and logout pages (``panel serve``'s default endpoints)."""
     served.append(True)

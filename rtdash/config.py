@@ -171,6 +171,12 @@ class Settings(param.Parameterized):
     timeout = param.Number(default=10.0, bounds=(0.1, 300.0), doc="HTTP timeout, s (100ms to 5min).")
     backoff_max = param.Number(default=300.0, bounds=(0.1, DAY), doc="Longest wait between retries, s (up to 1d).")
     seed = param.Integer(default=0, bounds=(0, 2**32 - 1), doc="Seed of the simulated source.")
+    # A million rows is a day of one-second polls of ten series (864,000 rows): about 80 MB of CSV, 10 MB of Parquet,
+    # a few seconds of reading on either store.  Exports stream in bounded memory, so the limit bounds how long one
+    # download keeps the store busy, not the server's memory; raise it for larger ranges.
+    export_max_rows = param.Integer(
+        default=1_000_000, bounds=(1, 1_000_000_000), doc="Rows one export may hold at most (1 to 1,000,000,000)."
+    )
     tiles = param.String(default="CartoLight", doc="Map tile source name, or 'none' for plain axes.")
     log_format = param.Selector(default="text", objects=["text", "json"], doc="Server log line format.")
     store = param.String(

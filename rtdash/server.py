@@ -50,6 +50,7 @@ from tornado.ioloop import IOLoop
 
 from . import auth
 from .config import Settings, SettingsError
+from .export import ExportHandler
 from .logs import setup_logging
 from .sources import redact
 
@@ -390,7 +391,11 @@ class MetricsHandler(tornado.web.RequestHandler):
         return bool(user) and user != "guest"
 
 
-ROUTES: list[tuple[str, type, dict]] = [(r"/health", HealthHandler, {}), (r"/metrics", MetricsHandler, {})]
+ROUTES: list[tuple[str, type, dict]] = [
+    (r"/health", HealthHandler, {}),
+    (r"/metrics", MetricsHandler, {}),
+    (r"/export/([^/]*)", ExportHandler, {}),  # History's downloads (rtdash.export)
+]
 
 
 def routes() -> list[tuple[str, type, dict]]:

@@ -17,20 +17,23 @@ Each library does the reduction it is built for, always on the server:
   (when they are more than ``HOLD_ROWS``) onto less than a ``SHRINK``-th of them, reads the new visible window (off
   the event loop) to replace them.
 
-Queries and exports run on a worker thread, never on the server's event loop.  City names come from data: they
-reach the page only as widget options, legend labels and hover values, which Bokeh renders as text; every message
-is escaped.
+Queries run on a worker thread, never on the server's event loop.  An export is a download that streams the rows
+from the store (:mod:`rtdash.export`): the view counts them, refuses more than ``RTDASH_EXPORT_MAX_ROWS``, asks for
+a ticket and has the page download it, one at a time per session, and shows the progress the download reports.
+
+City names come from data: they reach the page only as widget options, legend labels and hover values, which Bokeh
+renders as text; every message is escaped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import html
-import io
 import itertools
 import math
 import threading
 from functools import partial
+from pathlib import Path
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh backend used by the options below
@@ -39,16 +42,16 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
-import pyarrow as pa
-import pyarrow.parquet as pq
 from bokeh.models import DatetimeTicker, DatetimeTickFormatter
 from bokeh.palettes import Blues256
 from holoviews.operation.downsample import downsample1d
 from holoviews.streams import Params, Pipe, PlotSize, RangeX, RangeXY, Tap
+from panel.custom import JSComponent
 
-from ..sources import COLUMNS, SERIES, UNITS
+from .. import export as exports
+from ..sources import SERIES, UNITS
 from ..store import Store
-from ..store.base import LABELS, utc
+from ..store.base import utc
 
 RANGES = {"Last hour": pd.Timedelta("1h"), "Last day": pd.Timedelta("1D"), "Last week": pd.Timedelta("7D")}
 SPANS = [*RANGES, "All", "Custom"]
@@ -228,17 +231,27 @@ class HistoryView(pn.viewable.Viewer):
         self._summary = pn.pane.Str("", styles={"color": "#4b5563", "font-size": "13px"})
         self._plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=HEIGHT + 20, visible=False)
         self._body = pn.Column(self._message, self._summary, self._plot, min_height=120, sizing_mode="stretch_width")
-        self._csv = pn.widgets.FileDownload(
-            callback=partial(self._download, "csv"), filename="rtdash.csv", label="Export CSV", width=150
-        )
-        self._parquet = pn.widgets.FileDownload(
-            callback=partial(self._download, "parquet"), filename="rtdash.parquet", label="Export Parquet", width=150
-        )
+        self._csv = pn.widgets.Button(label="Export CSV", width=150)
+        self._parquet = pn.widgets.Button(label="Export Parquet", width=150)
+        self._csv.on_click(lambda event: self._export_clicked("csv"))
+        self._parquet.on_click(lambda event: self._export_clicked("parquet"))
+        self._progress = pn.indicators.Progress(value=0, max=100, width=200, visible=False, margin=(18, 10))
+        self._export_note = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
+        self._link = DownloadLink()
+        self._exporting: str | None = None  # "counting", or the ticket of the export under way
+        self._export_name = ""
+        self._export_started = False  # the download of the current ticket has begun
+        self._doc = pn.state.curdoc if _in_session() else None  # where the download's progress is shown
+        self._closed = False
+        if self._doc is not None:
+            pn.state.on_session_destroyed(self._session_ended)
         self._layout = pn.Column(
             pn.Row(span, self._custom),
             pn.Row(metric, self._asset, self._cities, every, self._highlight),
             self._body,
-            pn.Row(self._csv, self._parquet),
+            pn.Row(
+                self._csv, self._parquet, self._progress, self._export_note, self._link, sizing_mode="stretch_width"
+            ),
             sizing_mode="stretch_width",
         )
         self._sync_visibility()
@@ -653,50 +666,154 @@ class HistoryView(pn.viewable.Viewer):
 
     # -- export -------------------------------------------------------------------------------------------------------
 
-    def export(self, fmt: str) -> tuple[str, io.BytesIO]:
-        """The selected range's rows (every column) as a CSV or Parquet file, written chunk by chunk."""
+    def _export_plan(self, fmt: str) -> tuple[dict | None, str]:
+        """Runs on a worker thread: the fields of an export ticket for the selection, or ``None`` and why not (no
+        rows, or more than ``RTDASH_EXPORT_MAX_ROWS``)."""
         bounds = self.time_range()
-        start, end = bounds if bounds is not None else (None, None)
-        stamp = "-".join(t.strftime("%Y%m%dT%H%M%S") for t in bounds) if bounds else "empty"
-        name = f"rtdash-{self.kind}-{stamp}.{fmt}"
-        out = io.BytesIO()
-        chunks = self.store.export(self.kind, start, end, self.series) if bounds else iter(())
-        if fmt == "csv":
-            header = True
-            for chunk in chunks:
-                chunk.to_csv(out, header=header, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-                header = False
-            if header:
-                out.write((",".join(COLUMNS[self.kind]) + "\n").encode())
-        else:
-            schema = pa.schema(
-                [(c, pa.timestamp("us", tz="UTC") if c == "time" else _arrow_type(c)) for c in COLUMNS[self.kind]]
+        what = f"{METRICS[self.metric].lower()} of {_names(self.series)}" if self.series else "series"
+        rows = self.store.count(self.kind, *bounds, self.series) if bounds and self.series else 0
+        if not rows:
+            return None, f"Nothing to export: no {what} is stored in the selected range."
+        limit = self.settings.export_max_rows
+        if rows > limit:
+            return None, (
+                f"The selected range holds {rows:,} rows, more than the export limit of {limit:,} rows "
+                "(RTDASH_EXPORT_MAX_ROWS): pick a shorter range, or have the limit raised."
             )
-            with pq.ParquetWriter(out, schema, compression="zstd", coerce_timestamps="us") as writer:
-                for chunk in chunks:
-                    writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
-        out.seek(0)
-        return name, out
+        start, end = bounds
+        fields = {"kind": self.kind, "series": list(self.series), "start": start, "end": end, "fmt": fmt}
+        return {**fields, "filename": exports.file_name(self.kind, bounds, fmt), "total": rows}, ""
 
-    async def _download(self, fmt: str) -> io.BytesIO:
-        button = self._csv if fmt == "csv" else self._parquet
-        button.loading = True
+    def _export_clicked(self, fmt: str) -> None:
+        """Export CSV or Parquet clicked: in a session, the rows are counted off the event loop, then downloaded
+        (``_request_export``); in a notebook or script, written to a file in the working directory."""
+        if self.store is None:
+            return
+        if self._exporting is not None:
+            return self._say_export("An export of this page is running: wait for it to end.", "warning")
+        if not _in_session():
+            plan, why = self._export_plan(fmt)
+            if plan is None:
+                return self._say_export(why, "warning")
+            path, rows = self.save(fmt)
+            return self._say_export(f"Exported {rows:,} rows to {path.resolve()}.")
+        self._exporting = "counting"
+        self._export_busy(True)
+        base = pn.state.base_url or "/"  # read here, in the click's document
+        pn.state.execute(partial(self._request_export, fmt, base + "export/", pn.state.user))
+
+    async def _request_export(self, fmt: str, url: str, user: str | None) -> None:
+        """Count the selection's rows on a thread; within the limit, issue a ticket and have the page download it."""
         try:
-            name, data = await asyncio.to_thread(self.export, fmt)
-        finally:
-            button.loading = False
-        button.filename = name
-        return data
+            plan, why = await asyncio.to_thread(self._export_plan, fmt)
+        except Exception as exc:
+            self._export_finished()
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return self._say_export(f"The history store did not answer: {text}", "error")
+        if plan is None:
+            self._export_finished()
+            return self._say_export(why, "warning")
+        ticket = exports.issue(**plan, owner=self, user=user, store=self.store)
+        self._exporting, self._export_name, self._export_started = ticket.token, ticket.filename, False
+        self._say_export(f"Exporting {ticket.total:,} rows to {ticket.filename}…")
+        self._link.download(url + ticket.token, ticket.filename)
+        self._doc.add_timeout_callback(partial(self._export_unused, ticket.token), int(exports.TICKET_TTL * 1000))
+
+    def _export_progress(self, token: str, sent: int, total: int) -> None:
+        """From the download (in the session's document): ``sent`` of ``total`` rows are on their way."""
+        if token != self._exporting:
+            return
+        self._export_started = True
+        percent = min(100, 100 * sent // total) if total else 100
+        self._progress.param.update(value=percent, visible=True)
+        self._say_export(f"Exporting… {percent} % ({sent:,} of {total:,} rows)")
+
+    def _export_ended(self, token: str, sent: int, how: str) -> None:
+        """From the download: it ended (``done``, ``cancelled`` by the browser, or ``failed`` reading the store)."""
+        if token != self._exporting:
+            return
+        self._export_finished()
+        if how == "done":
+            self._say_export(f"Exported {sent:,} rows to {self._export_name}.")
+        elif how == "cancelled":
+            self._say_export(f"The export stopped after {sent:,} rows: the download was cancelled.", "warning")
+        else:
+            self._say_export(f"The export failed after {sent:,} rows: the history store did not answer.", "error")
+
+    def _export_refused(self) -> None:
+        """From the download: a second one of this session was refused while the first is being sent."""
+        self._say_export("A second export of this page was refused: one is already running.", "warning")
+
+    def _export_unused(self, token: str) -> None:
+        """``TICKET_TTL`` after a ticket was issued: if its download never started, the buttons come back."""
+        exports.discard(token)
+        if token == self._exporting and not self._export_started:
+            self._export_finished()
+            self._say_export("The download did not start: export again.", "warning")
+
+    def _export_busy(self, busy: bool) -> None:
+        for button in (self._csv, self._parquet):
+            button.param.update(disabled=busy, loading=busy)
+
+    def _export_finished(self) -> None:
+        self._exporting = None
+        self._export_busy(False)
+        self._progress.visible = False
+
+    def _say_export(self, text: str, level: str = "info") -> None:
+        """Show ``text`` (plain text, escaped here) beside the export buttons."""
+        self._export_note.param.update(
+            object=f'<div class="message {level}" role="status">{html.escape(text)}</div>', visible=True
+        )
+
+    def _session_ended(self, _context) -> None:
+        self._closed = True
+        exports.forget(self)
+
+    def save(self, fmt: str, directory: str | Path = ".") -> tuple[Path, int]:
+        """Write the selected range's rows (every column) as a CSV or Parquet file into ``directory``, chunk by chunk
+        as a download streams them; the file's path and its rows.  No limit: for scripts and notebooks."""
+        bounds = self.time_range()
+        path = Path(directory) / exports.file_name(self.kind, bounds, fmt)
+        start, end = bounds if bounds is not None else (None, None)
+        rows = 0
+        with open(path, "wb") as out:
+            for count, data in exports.stream(self.store, self.kind, fmt, start, end, self.series):
+                out.write(data)
+                rows += count
+        return path, rows
+
+
+class DownloadLink(JSComponent):
+    """Invisible: :meth:`download` has the page download a URL, as a click on a link with ``download`` would (the
+    page stays; the browser's download shows the file, or its failure)."""
+
+    _esm = """
+export function render({ model }) {
+  model.on("msg:custom", (msg) => {
+    const link = document.createElement("a")
+    link.href = msg.url
+    link.download = msg.filename
+    link.style.display = "none"
+    document.body.appendChild(link)
+    link.click()
+    link.remove()
+  })
+  return document.createElement("span")
+}
+"""
+
+    def __init__(self, **params):
+        super().__init__(**{"width": 0, "height": 0, "margin": 0, **params})
+
+    def download(self, url: str, filename: str) -> None:
+        self._send_msg({"url": url, "filename": filename})
 
 
 def _in_session() -> bool:
     """Whether we run in a Panel server session (queries go to a thread) rather than a script or notebook."""
     doc = pn.state.curdoc
     return doc is not None and doc.session_context is not None
-
-
-def _arrow_type(column: str) -> pa.DataType:
-    return pa.string() if column in LABELS else pa.float64()
 
 
 def _names(series: list[str], shown: int = 5) -> str:

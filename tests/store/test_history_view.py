@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rtdash import export
 from rtdash.stream import Runtime
 from rtdash.views import history
 from rtdash.views.history import (
@@ -88,14 +89,15 @@ def test_an_empty_range_says_so(runtime):
     assert "No temperature of Fresno" in view._message.object
 
 
-def test_a_custom_range(runtime):
+def test_a_custom_range(runtime, tmp_path):
     runtime.store.write("price", prices(600, start=START))
     view = HistoryView(runtime=runtime)
     view.span = "Custom"
     assert "Pick the start and the end" in view._message.object
     view.custom = (datetime(2024, 3, 1, 0, 3), datetime(2024, 3, 1, 0, 1))  # naive times are UTC; any order
     assert view._summary.object.startswith("120 rows from 2024-03-01 00:01 UTC to 2024-03-01 00:03 UTC")
-    assert view.export("csv")[0] == "rtdash-price-20240301T000100-20240301T000300.csv"
+    path, rows = view.save("csv", tmp_path)
+    assert path.name == "rtdash-price-20240301T000100-20240301T000300.csv" and rows == 120
 
 
 def test_city_names_are_text_not_html(runtime):
@@ -142,12 +144,16 @@ def test_gaps_break_the_lines():
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_export_gives_the_rows_of_the_store(runtime, fmt):
+def test_export_gives_the_rows_of_the_store(runtime, fmt, tmp_path, monkeypatch):
+    """Outside a server (a notebook, a script) Export writes the file into the working directory, chunk by chunk."""
     runtime.store.write("price", prices(5000, start=now() - pd.Timedelta("2h")))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(export, "CHUNK_ROWS", 700)
     view = HistoryView(runtime=runtime, span="All")
-    name, data = view.export(fmt)
-    assert name.startswith("rtdash-price-") and name.endswith(f".{fmt}")
-    got = read_export(data, fmt)
+    (view._csv if fmt == "csv" else view._parquet).clicks += 1
+    (path,) = tmp_path.glob(f"rtdash-price-*.{fmt}")
+    assert str(path) in view._export_note.object and "Exported 5,000 rows" in view._export_note.object
+    got = read_export(io.BytesIO(path.read_bytes()), fmt)
     assert len(got) == 5000 and set(got["asset"]) == {"BTC"}
     same_rows(got, runtime.store.read("price", series=["BTC"]), "price")
 

@@ -73,10 +73,15 @@ async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: N
     with RecordingAPI() as api:
         env = fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s", **UNCAPPED)
         with mock.patch.dict(os.environ, env):
-            tracemalloc.start(1)
-            from rtdash.app import create_app
+            from rtdash.app import create_app  # imported before tracing starts: tracing an import is slow
 
-            server = PanelServer(lambda: create_app(argv=[]))
+            tracemalloc.start(1)
+            # A closed session is destroyed within a second or two, not Bokeh's 15-32 s: the rounds wait for it.
+            server = PanelServer(
+                lambda: create_app(argv=[]),
+                check_unused_sessions_milliseconds=500,
+                unused_session_lifetime_milliseconds=1000,
+            )
             try:
                 await one_round(server, 2, 3)  # warm: imports, the chart templates, the first session's caches
                 traced0, counts0 = server.on_loop(census)

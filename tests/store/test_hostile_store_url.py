@@ -31,6 +31,7 @@ def malformed_urls() -> dict[str, str]:
 
 
 URLS = malformed_urls()
+URL_IDS = ["bad-percent-escape", "unencoded-at", "unclosed-ipv6"]  # the same on every xdist worker (not the port)
 
 
 def leaks(text: str, password: str) -> list[str]:
@@ -54,7 +55,7 @@ def _restore_logging():
         handler.filters[:] = filters
 
 
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", URLS, ids=URL_IDS)
 def test_the_store_error_and_repr_do_not_show_the_password(url):
     password = URLS[url]
     store = PostgresStore(url)
@@ -76,7 +77,7 @@ def test_the_store_error_and_repr_do_not_show_the_password(url):
         store.close()
 
 
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", URLS, ids=URL_IDS)
 def test_health_and_the_log_do_not_show_the_password(url, make_settings):
     password = URLS[url]
     settings = make_settings(RTDASH_STORE=url)

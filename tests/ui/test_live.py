@@ -252,6 +252,23 @@ def test_simulated_banner_when_sources_are_unreachable_at_start(serve, page):
     assert page.console_errors == []
 
 
+def test_a_long_badge_line_wraps_inside_its_pill_on_a_narrow_page(serve, page):
+    """Offline, a badge's line runs long ("Weather: Simulated (offline fallback) · simulated · updated 3 s ago"): on a
+    400 px page (a phone, a narrow notebook) it wraps, and the pill stays inside the page, where a line that did not
+    wrap once pushed the pill 60 px past the edge."""
+    down = closed_port_url()
+    app = serve(env={**FAST, "RTDASH_COINBASE_URL": down, "RTDASH_OPENMETEO_URL": down})
+    page.set_viewport_size({"width": 400, "height": 900})
+    open_dashboard(page, app)
+    expect(badge(page, "price")).to_contain_text("Simulated", timeout=30_000)
+    edges = """b => ({pill: b.getBoundingClientRect().right, page: document.documentElement.clientWidth,
+                    lines: [...b.querySelectorAll('.line, .reason')].map(l => l.getBoundingClientRect().right)})"""
+    for kind in ("price", "weather"):
+        found = badge(page, kind).evaluate(edges)
+        assert found["pill"] <= found["page"], f"{kind} badge runs past the page: {found}"
+        assert max(found["lines"]) <= found["pill"], f"{kind} badge's lines run past the pill: {found}"
+
+
 def test_bad_setting_shows_one_line_on_the_page(serve, page):
     app = serve(env={"RTDASH_UNITS": "kelvin"})
     page.goto(f"{app.url}/realtime_dashboard")

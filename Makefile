@@ -46,8 +46,11 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
+# Two xdist workers, a module to a worker (its module-scoped servers are started once), the longest modules first
+# (tests/conftest.py): most tests wait on a server, a browser or a poll interval, so two share a 2-core machine well.
+PYTEST_WORKERS ?= 2
 pytest:
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The inner loop: no browser, no PostgreSQL, nothing marked slow (no system packages needed).
 test-fast: install

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -143,9 +145,17 @@ def page(browser):
     context.close()
 
 
+# The modules that take longest (README, "Development"), run first: with ``-n 2 --dist loadfile`` (``make test``) each
+# xdist worker starts on a long one and the short ones fill in after, instead of one long module running alone last.
+FIRST = ("test_faults.py", "test_jupyter.py", "test_load_short.py", "ui/test_live.py", "ui/test_refresh.py")
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """Every test that needs the PostgreSQL server (directly, through ``pg_url`` or a ``postgresql`` store) is marked
-    ``postgres``, so that ``-m "not postgres"`` (``make test-fast``) leaves them all out."""
+    """The longest modules first (``FIRST``); every test that needs the PostgreSQL server (directly, through
+    ``pg_url`` or a ``postgresql`` store) is marked ``postgres``, so that ``-m "not postgres"`` (``make test-fast``)
+    leaves them all out."""
+    rank = {name: k for k, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(FIRST)))
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "postgres_server" in getattr(item, "fixturenames", ()) or "postgresql" in params.values():
@@ -154,9 +164,44 @@ def pytest_collection_modifyitems(items) -> None:
 
 def pytest_configure(config) -> None:
     """A run ended with SIGTERM (a CI timeout, ``kill``) stops like one ended with Ctrl+C: the fixtures' teardowns
-    still stop the servers, kernels and browsers they started, instead of leaving them running."""
+    still stop the servers, kernels and browsers they started, instead of leaving them running.
+
+    Under xdist (``make test``) the controller passes the signal on to its workers, so that their teardowns start at
+    once, and gives them ``WORKER_EXIT`` seconds before it kills them (xdist's own 10 s is shorter than a JupyterLab's
+    teardown).  A worker takes the first signal only: execnet sends it a SIGINT of its own 5 s after the controller
+    asks it to exit, which would otherwise cut its teardown short."""
+    worker = hasattr(config, "workerinput")
+    controller = not worker and bool(getattr(config.option, "numprocesses", None))
+    if controller:
+        from xdist.workermanage import NodeManager
+
+        NodeManager.EXIT_TIMEOUT = WORKER_EXIT
 
     def interrupt(signum, frame):
+        if controller:
+            for pid in _children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        if worker:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+    if worker:
+        signal.signal(signal.SIGINT, interrupt)
+
+
+WORKER_EXIT = 60  # seconds
+
+
+def _children() -> list[int]:
+    """The processes this one started (the xdist controller's are its workers), from ``/proc``."""
+    me, found = os.getpid(), []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                    found.append(int(entry.name))
+    return found

@@ -153,10 +153,21 @@ class ServedApp:
         self._log.close()
 
     def __enter__(self) -> ServedApp:
-        return self.wait_ready()
+        try:
+            return self.wait_ready()
+        except BaseException:  # a failed start or Ctrl+C: ``with`` calls __exit__ only after __enter__ returned
+            self.stop()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def close_quietly(closable) -> None:
+    """Close a Playwright page or context in a teardown, after the servers: Ctrl+C and a SIGTERM sent to the process
+    group reach Playwright's driver too, and ``close()`` then raises instead of closing what is already gone."""
+    with contextlib.suppress(Exception):
+        closable.close()
 
 
 class PanelServer:

@@ -29,7 +29,7 @@ import pytest
 from playwright.sync_api import Page
 
 from tests.fakeapi import FakeAPI
-from tests.helpers import ServedApp, fake_env, wait_until
+from tests.helpers import ServedApp, close_quietly, fake_env, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.ui]
 
@@ -196,12 +196,12 @@ def serve_pair(api: FakeAPI, browser, price: str, weather: str, extra_env: dict[
         yield served
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- server output ---\n{app.output()}") from None
-    finally:
-        if context is not None:
-            context.close()
+    finally:  # the server first: after Ctrl+C or SIGTERM, Playwright's driver may be gone and close() raise
         app.stop()
         for gate in gates.values():
             gate.close()
+        if context is not None:
+            close_quietly(context)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rtdash import server
 from rtdash.stream import get_runtime
-from tests.helpers import free_port, wait_until
+from tests.helpers import close_quietly, free_port, wait_until
 
 KEYS = {
     "COINCAP_API_KEY": "cc-secret-4f9a1b2c3d",
@@ -239,7 +239,7 @@ def test_metrics_add_up_across_processes(serve, browser, tmp_path):
             page.close()
         wait_until(lambda: all(value(scrape(app.url), "rtdash_sessions") == 0 for _ in range(6)), 60)
     finally:
-        for page in pages:
-            page.close()
         app.stop()
         stop_workers(workers)
+        for page in pages:
+            close_quietly(page)

@@ -13,7 +13,7 @@ import requests
 from playwright.sync_api import expect
 
 from tests.fakeapi import FakeAPI
-from tests.helpers import ROOT, ServedApp, fake_env, wait_until
+from tests.helpers import ROOT, ServedApp, close_quietly, fake_env, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -120,11 +120,11 @@ def test_one_collector_two_viewers(pg_url, fake_api, viewer_api, browser, tmp_pa
             assert "Traceback" not in viewer.output()
         assert viewer_api.count() == 0
     finally:
-        for page in pages:
-            page.close()
         for viewer in viewers:
             viewer.stop()
         code = collector.stop()
+        for page in pages:
+            close_quietly(page)
     assert code == 0, f"{code}\n{collector.output()}"
     assert "Traceback" not in collector.output()
 

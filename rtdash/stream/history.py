@@ -266,10 +266,8 @@ class HistoryFiller:
         if not self.enabled or since is None:
             return None
         now = pd.Timestamp.now(tz="UTC")
-        step = max(self.poller.interval, self.poller.source.history_provider.resolution)
-        if (now - since).total_seconds() <= GAP_INTERVALS * self.poller.interval or (
-            now - since
-        ).total_seconds() < step:
+        hole = (now - since).total_seconds()
+        if hole <= GAP_INTERVALS * self.poller.interval or hole < self.poller.source.history_provider.resolution:
             return None
         return self.request({name: (since, now) for name in self.poller.source.series})
 

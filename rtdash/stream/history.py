@@ -34,7 +34,7 @@ log = logging.getLogger("rtdash.stream")
 
 HOUR = 3600.0
 ATTEMPTS = 3  # tries of one page that a provider answers with 429/503 and a Retry-After
-GAP_INTERVALS = 3  # a hole longer than this many poll intervals (and one history step) is filled
+GAP_INTERVALS = 3  # a hole longer than this many poll intervals is filled (as rtdash.views.live breaks lines)
 MISSING_SHOWN = 10  # ranges still missing kept in the status
 
 
@@ -267,7 +267,7 @@ class HistoryFiller:
             return None
         now = pd.Timestamp.now(tz="UTC")
         hole = (now - since).total_seconds()
-        if hole <= GAP_INTERVALS * self.poller.interval or hole < self.poller.source.history_provider.resolution:
+        if hole <= GAP_INTERVALS * self.poller.interval:
             return None
         return self.request({name: (since, now) for name in self.poller.source.series})
 

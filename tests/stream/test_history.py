@@ -299,3 +299,46 @@ def test_a_restart_fills_the_hole_since_the_newest_stored_row(make_settings, fak
     filled = hole[hole["source"] == "coinbase/1min"]
     assert 38 <= len(filled) <= 40
     assert filled["time"].min() - stopped < pd.Timedelta(minutes=2)
+
+
+def test_health_metrics_and_the_badge_say_what_was_filled_and_what_is_missing(make_settings, fake_api):
+    from prometheus_client import REGISTRY
+
+    from rtdash import server
+    from rtdash.views.status import badge_fields
+
+    fake_api.set_fault("open-meteo-history", "500")
+    runtime = get_runtime(
+        make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_WEATHER_SOURCE="open-meteo", RTDASH_CITIES="Berlin")
+    )
+    before = REGISTRY.get_sample_value("rtdash_history_rows_filled_total", {"kind": "price", "provider": "Coinbase"})
+    server.sampler.watch(runtime)
+    wait_until(lambda: runtime.price.status.history.get("state") == "ok", 60, message="the price history")
+    wait_until(lambda: runtime.weather.status.history.get("state") == "partial", 60, message="the weather to fail")
+    _, body = server.health()
+    price, weather = body["sources"]["price"], body["sources"]["weather"]
+    assert price["filled"] == runtime.price.status.filled > 300 and price["history"]["missing"] == []
+    assert weather["filled"] == 0 and weather["history"]["missing"][0]["series"] == "Berlin"
+    assert "HTTP 500" in weather["history"]["missing"][0]["reason"] and body["status"] == "ok"
+    server.sampler.sync()
+    after = REGISTRY.get_sample_value("rtdash_history_rows_filled_total", {"kind": "price", "provider": "Coinbase"})
+    assert after - (before or 0) == price["filled"]
+    assert "rows filled in 2 requests" in badge_fields(runtime.price.status)["history"]
+    assert "still missing: Berlin" in badge_fields(runtime.weather.status)["history"]
+
+
+def test_after_an_outage_the_hole_is_asked_from_the_provider_once_it_answers(make_settings, fake_api):
+    runtime = get_runtime(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_PRICE_INTERVAL="0.3s"))
+    poller = runtime.price
+    wait_until(lambda: poller.status.history.get("state") == "ok" and poller.status.rows >= 1, 60, message="start")
+    fake_api.set_fault("coinbase", "500")  # the live prices and the candles alike
+    wait_until(lambda: poller.status.failures >= 4, 60, message="an outage of several intervals")
+    last_success = poller.status.last_success
+    asked = fake_api.count("coinbase-history")
+    fake_api.clear_fault()
+    wait_until(lambda: fake_api.count("coinbase-history") > asked, 60, message="the hole asked for")
+    request = [r for r in fake_api.requests if r.provider == "coinbase-history"][asked]
+    assert int(request.query["start"]) == int(last_success.timestamp() - 60)  # candles ending after the last price
+    assert int(request.query["end"]) + 60 >= int(last_success.timestamp())  # candles ending up to now
+    wait_until(lambda: poller.status.history.get("requests") == asked + 1, 60, message="the fill to end")
+    assert poller.status.history["state"] == "ok"

@@ -109,7 +109,10 @@ ERROR_BODIES: dict[str, dict[str, Any]] = {  # provider -> {status: body} for th
     "openweather": {"401": {"cod": 401, "message": OW_401}, "429": {"cod": 429, "message": OW_429}},
 }
 ERROR_BODIES["geocoding"] = ERROR_BODIES["open-meteo"]
-ERROR_BODIES["coinbase-history"] = ERROR_BODIES["coinbase"]
+ERROR_BODIES["coinbase-history"] = {  # Advanced Trade's envelope, not the v2 API's
+    "401": {"error": "UNAUTHENTICATED", "error_details": "Unauthorized", "message": "Unauthorized"},
+    "429": {"error": "RATE_LIMIT_EXCEEDED", "error_details": "Too many requests", "message": "Too many requests"},
+}
 ERROR_BODIES["open-meteo-history"] = ERROR_BODIES["open-meteo"]
 HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
@@ -727,7 +730,8 @@ def _minutely_slots(query: dict[str, str]) -> tuple[list[int], str | None]:
         first = -(-start // 900) * 900
         return list(range(first, end + 1, 900)), None
     past = int(_float(query.get("past_minutely_15")) or 0)
-    ahead = int(_float(query.get("forecast_minutely_15")) or 96)
+    ahead = _float(query.get("forecast_minutely_15"))
+    ahead = 96 if ahead is None else int(ahead)
     if not 0 <= past <= PAST_DAYS * 96:
         return [], f"Parameter 'past_minutely_15' must be between 0 and {PAST_DAYS * 96}"
     return list(range(now - past * 900, now + ahead * 900, 900)), None

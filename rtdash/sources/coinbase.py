@@ -15,12 +15,15 @@ EPOCH_MAX = 2**33  # s: a candle's start beyond this (year 2242) is no time at a
 
 
 def coinbase_error(body) -> str | None:
-    """``{"errors": [{"id": "not_found", "message": "Invalid currency"}]}`` -> ``"Invalid currency (not_found)"``."""
+    """``{"errors": [{"id": "not_found", "message": "Invalid currency"}]}`` -> ``"Invalid currency (not_found)"``;
+    Advanced Trade's ``{"error": "INVALID_ARGUMENT", "message": "..."}`` -> ``"... (INVALID_ARGUMENT)"``."""
     if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
         first = body["errors"][0]
         if isinstance(first, dict):
             return f"{first.get('message') or 'error'} ({first.get('id') or 'unknown'})"
         return str(first)
+    if isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]:
+        return f"{body.get('message') or body.get('error_details') or 'error'} ({body['error']})"
     return None
 
 

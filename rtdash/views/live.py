@@ -58,7 +58,7 @@ WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_s
 PALETTE = Category10_10
 
 PAST_NOTE = (
-    '<span class="item past-note"><span class="swatch dashed"></span>the provider\'s recorded history '
+    '<span class="past-note"><span class="swatch dashed"></span>the provider\'s recorded history '
     "(dashed; a dotted rule where live polling begins)</span>"
 )
 LEGEND_CSS = """
@@ -66,7 +66,7 @@ LEGEND_CSS = """
 .legend .item {display: inline-flex; align-items: center; gap: 6px; white-space: pre}
 .legend .swatch {display: inline-block; width: 18px; height: 3px; border-radius: 2px}
 .legend .swatch.dashed {height: 0; border-top: 2px dashed #6b7280; border-radius: 0}
-.legend .past-note {color: #6b7280}
+.legend .past-note {display: inline-flex; align-items: center; gap: 6px; color: #6b7280}
 """
 
 CARD_CSS = """
@@ -253,6 +253,7 @@ class StreamingChart:
         self.length = length
         self.last: dict[str, float] = {}  # per series, the time of its last point (ms)
         self._past: dict[str, pd.Series] = {}  # per series, the provider's history points held (value by time in ms)
+        self._live_seen = False  # whether the rule was placed with live points in the chart
 
         key = (kind, tuple(names), value, template)
         with _TEMPLATES_LOCK:
@@ -341,20 +342,26 @@ class StreamingChart:
 
     def _trim_past(self, force: bool = False) -> None:
         """Keep the dashed lines to the chart's window (the newest point's ``length`` intervals), and put the rule
-        where the provider's history ends and live points begin."""
-        newest = self._newest()
-        if newest is None:
+        where the provider's history ends and live points begin (worked out again only when the dashed lines
+        changed, or the first live point came)."""
+        if not self._past:
             return
+        newest = self._newest()
         start = newest - self.window_ms
+        changed = force
         for name, points in self._past.items():
             if not len(points) or (not force and points.index[0] >= start):
                 continue
             points = self._past[name] = points[points.index >= start]
             times, values = with_gaps(points.index.to_numpy(float), points.to_numpy(float), self.past_gap_ms)
             self.pasts[name].data = {"time": np.asarray(times, float), self.value: np.asarray(values, float)}
-        location = self._boundary_time()
-        if self.boundary.location != location:
-            self.boundary.location = location
+            changed = True
+        live = bool(self.last)
+        if changed or live != self._live_seen:
+            self._live_seen = live
+            location = self._boundary_time()
+            if self.boundary.location != location:
+                self.boundary.location = location
 
     def _boundary_time(self) -> float | None:
         """Where the provider's history ends and live polling begins: the newest history point before the first

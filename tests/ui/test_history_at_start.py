@@ -98,7 +98,8 @@ def test_a_server_stopped_for_40_minutes_has_the_hole_filled_in_store_history_an
 
     path = tmp_path / "rtdash.duckdb"
     env = {"RTDASH_STORE": str(path), "RTDASH_PRICE_SOURCE": "coinbase", "RTDASH_WEATHER_SOURCE": "simulated"}
-    env.update({"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_TILES": "none"})
+    # A window of 10,000 intervals of 500 ms (83 minutes) holds the hole.
+    env.update({"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_BACKLOG": "10000", "RTDASH_TILES": "none"})
     first = serve(env={**env, "RTDASH_PAST": "none"}, serve_args=["--plugins", "rtdash.server"])
     assert requests.get(first.url + "/realtime_dashboard", timeout=60).status_code == 200
     health = first.url + "/health"
@@ -133,4 +134,4 @@ def test_a_server_stopped_for_40_minutes_has_the_hole_filled_in_store_history_an
         rows = store.read("price", stopped, None, ["BTC"])
     candles = rows[rows["source"] == "coinbase/1min"]
     assert 38 <= len(candles) <= 41 and candles["time"].min() - stopped <= pd.Timedelta(minutes=1)
-    assert "Traceback" not in second.output()
+    assert "Traceback" not in second.log_path.read_text(errors="replace")

@@ -98,6 +98,9 @@ class FillResult:
     missing: list[Gap] = field(default_factory=list)
 
 
+PACE = 0.2  # s between two history requests of one fill: at most 5 a second (Coinbase's public limit is 10)
+
+
 def pages(source: Source, start: pd.Timestamp, end: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
     """``[start, end)`` cut into ranges of at most the source's ``page_span``, newest first."""
     span = pd.Timedelta(seconds=source.page_span)
@@ -119,10 +122,11 @@ def fill(
     skip: Callable[[list[str], pd.Timestamp, pd.Timestamp], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
     now: pd.Timestamp | None = None,
+    pace: float = PACE,
 ) -> FillResult:
     """Fetch the provider's history of each series over its range (``{name: (start, end)}``) and hand every page's
     rows to ``on_rows``; see the module's docstring.  ``skip(names, start, end)`` True leaves a page out (already
-    stored: a resumed backfill); ``progress(pages done, pages)`` follows along.
+    stored: a resumed backfill); ``progress(pages done, pages)`` follows along; requests are ``pace`` seconds apart.
     """
     stop = stop or threading.Event()
     source = source.history_provider
@@ -152,6 +156,8 @@ def fill(
         if skip is not None and skip(names, start, end):
             continue
         calls = source.history_calls(names)
+        if result.requests:
+            stop.wait(pace)
         if stop.is_set() or not budget.take(calls):
             why = "stopped" if stop.is_set() else f"request budget spent (RTDASH_HISTORY_BUDGET={budget.per_hour}/h)"
             result.missing += [Gap(n, a, b, why) for n, a, b in work[done:]]
@@ -262,14 +268,22 @@ class HistoryFiller:
         return self.request(ranges)
 
     def after_outage(self, since: pd.Timestamp | None) -> Future | None:
-        """Fill the hole since ``since`` (the last successful fetch before failures), when it is long enough."""
-        if not self.enabled or since is None:
+        """The provider answers again: fill the hole since ``since`` (the last successful fetch before the failures),
+        when it is longer than ``GAP_INTERVALS`` intervals, and ask again for what a provider error left missing
+        before (not what is beyond its retention)."""
+        if not self.enabled:
             return None
         now = pd.Timestamp.now(tz="UTC")
-        hole = (now - since).total_seconds()
-        if hole <= GAP_INTERVALS * self.poller.interval:
-            return None
-        return self.request({name: (since, now) for name in self.poller.source.series})
+        ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
+        if since is not None and (now - since).total_seconds() > GAP_INTERVALS * self.poller.interval:
+            ranges = {name: (since, now) for name in self.poller.source.series}
+        with self._lock:
+            retry = [g for g in self._missing if "retention" not in g.reason]
+        for gap in retry:
+            for name in gap.names:
+                start = min(gap.start, ranges[name][0]) if name in ranges else gap.start
+                ranges[name] = (start, max(gap.end, ranges[name][1]) if name in ranges else gap.end)
+        return self.request(ranges) if ranges else None
 
     def request(self, ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]) -> Future | None:
         try:

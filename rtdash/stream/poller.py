@@ -330,8 +330,10 @@ class Poller:
             log.warning("%s source: showing simulated data, live source unreachable: %s", self.kind, reason)
         with self._lock:
             self._next_attempt = 0.0
-        if s.failures and self.filler is not None:
-            self.filler.after_outage(s.last_success)  # the hole the failures left, from the provider's history
+        if self.filler is not None and (s.failures or (s.simulated and not simulated)):
+            # The provider answers again (or for the first time, after simulated rows stood in): the hole the failures
+            # left, and what its history could not give before, from its history.
+            self.filler.after_outage(s.last_success if s.failures else None)
         s.param.update(
             state="ok",
             provider=self.source.provider,

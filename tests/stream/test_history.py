@@ -342,3 +342,15 @@ def test_after_an_outage_the_hole_is_asked_from_the_provider_once_it_answers(mak
     assert int(request.query["end"]) + 60 >= int(last_success.timestamp())  # candles ending up to now
     wait_until(lambda: poller.status.history.get("requests") == asked + 1, 60, message="the fill to end")
     assert poller.status.history["state"] == "ok"
+
+
+def test_what_a_provider_error_left_missing_at_start_is_asked_again_once_it_answers(make_settings, fake_api):
+    fake_api.set_fault("coinbase", "500")  # down at start: no live price, no candles
+    runtime = get_runtime(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_PRICE_INTERVAL="0.3s"))
+    poller = runtime.price
+    wait_until(lambda: poller.status.history.get("state") == "partial", 60, message="the start's history to fail")
+    wait_until(lambda: poller.status.failures >= 2, 60, message="live polls failing")
+    assert poller.status.history["missing"][0]["series"] == "BTC"
+    fake_api.clear_fault()
+    wait_until(lambda: poller.status.history.get("state") == "ok", 60, message="the missing range filled")
+    assert poller.status.history["missing"] == [] and 355 <= poller.status.filled <= 361

@@ -238,14 +238,13 @@ class HistoryFiller:
 
     def _update(self, **changes) -> None:
         s = self.poller.status
+        resolution = self.poller.source.history_provider.resolution
         history = {
             "state": "idle",
             "requests": 0,
             "calls_last_hour": 0,
             "budget_per_hour": self.budget.per_hour,
-            "resolution": format_duration(self.poller.source.history_provider.resolution or 0)
-            if self.poller.source.history_provider.resolution
-            else None,
+            "resolution": format_duration(resolution) if resolution else None,
             "missing": [],
             "message": None,
             "last_fill": None,

@@ -354,3 +354,33 @@ def test_what_a_provider_error_left_missing_at_start_is_asked_again_once_it_answ
     fake_api.clear_fault()
     wait_until(lambda: poller.status.history.get("state") == "ok", 60, message="the missing range filled")
     assert poller.status.history["missing"] == [] and 355 <= poller.status.filled <= 361
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        (
+            {"RTDASH_HISTORY_BUDGET": "-1"},
+            "RTDASH_HISTORY_BUDGET='-1' is invalid: expected a whole number of at least 0",
+        ),
+        ({"RTDASH_HISTORY_BUDGET": "99999"}, "at most 3,600"),
+        ({"RTDASH_HISTORY_BUDGET": "lots"}, "RTDASH_HISTORY_BUDGET='lots' is invalid: expected a whole number"),
+        ({"RTDASH_PAST": "93d"}, "RTDASH_PAST='93d' is invalid: expected a duration of at most 92d"),
+        ({"RTDASH_PAST": "-5h"}, "RTDASH_PAST='-5h' is invalid"),
+    ],
+)
+def test_the_history_settings_are_bounded_and_named(env, expected):
+    from rtdash.config import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as error:
+        Settings.load(environ=env, dotenv=None)
+    assert expected in str(error.value)
+
+
+def test_the_history_settings_read_as_documented():
+    from rtdash.config import Settings
+
+    assert Settings.load(environ={}, dotenv=None).past == 6 * 3600
+    settings = Settings.load(environ={"RTDASH_PAST": "none", "RTDASH_HISTORY_BUDGET": "0"}, dotenv=None)
+    assert settings.past is None and settings.history_budget == 0
+    assert Settings.load(environ={"RTDASH_PAST": "1d"}, dotenv=None).past == 86400

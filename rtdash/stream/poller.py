@@ -8,6 +8,9 @@ subscriber's own loop.
 
 A slow or hanging provider therefore delays nothing but its own next fetch, and an exception never reaches
 streamz (which would stop the ``PeriodicDataFrame`` for good).
+
+Rows of the provider's own history (rtdash.stream.history, on a thread of its own) join through ``add_past``: merged
+into the history in time order and handed to the same subscribers.
 """
 
 from __future__ import annotations

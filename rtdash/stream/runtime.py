@@ -1,4 +1,5 @@
-"""The process-wide live state: one poller per source per distinct settings, shared by every session."""
+"""The process-wide live state: one poller per source per distinct settings, shared by every session, each with a
+filler of the provider's own history (the recent past at start, holes after an outage)."""
 
 from __future__ import annotations
 

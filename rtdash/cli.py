@@ -16,7 +16,8 @@ from .sources import Source, SourceError, redact
 log = logging.getLogger("rtdash")
 
 DESCRIPTION = (
-    "Check the providers with the current settings (check), fill the history store with simulated rows (backfill), "
+    "Check the providers with the current settings (check), fill the history store with simulated rows or the "
+    "providers' own history (backfill), "
     "or poll the providers into PostgreSQL only (collect). Settings come from RTDASH_* variables, .env, or "
     "--setting value after the command, e.g. rtdash check --price-interval 5s."
 )
@@ -118,6 +119,82 @@ def backfill(settings: Settings, *, days: float, every: str, kinds: Sequence[str
     return 0
 
 
+def backfill_provider(settings: Settings, *, days: float, kinds: Sequence[str]) -> int:
+    """Fill the store with ``days`` of the providers' own history (rtdash.stream.history), page by page within
+    RTDASH_HISTORY_BUDGET calls an hour, a progress bar on stderr; pages already stored are skipped, so a rerun
+    resumes.  0 when nothing is missing, 1 when something is (said on stderr: rerun later)."""
+    import pandas as pd
+
+    from .store import StoreError, open_store
+
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        print(f"rtdash: error: {exc}", file=sys.stderr)
+        return 1
+    if store is None:
+        print("rtdash: error: RTDASH_STORE is none: set it to a file path or a postgresql:// URL", file=sys.stderr)
+        return 2
+    missing = False
+    now = pd.Timestamp.now(tz="UTC")
+    with store:
+        for kind in kinds:
+            try:
+                result, label, new = _fill_from_provider(store, settings, kind, now - pd.Timedelta(days=days), now)
+            except StoreError as exc:
+                message = f"{exc}; rerun when the store is up: it adds only the rows missing"
+                print(f"\nrtdash: error: {message}", file=sys.stderr)
+                return 1
+            print(f"{kind}: {result.rows:,} rows from {label} in {result.requests:,} requests, {new:,} new")
+            for gap in result.missing:
+                missing = True
+                when = f"{gap.start:%Y-%m-%d %H:%M} to {gap.end:%Y-%m-%d %H:%M} UTC"
+                reason = redact(gap.reason, settings.secrets)
+                print(f"  missing {', '.join(gap.names)} {when}: {reason}", file=sys.stderr)
+    if missing:
+        print("rtdash: some ranges are missing: rerun later to resume (stored pages are skipped)", file=sys.stderr)
+    return 1 if missing else 0
+
+
+def _fill_from_provider(store, settings: Settings, kind: str, start, end):
+    """One kind's provider history from ``start`` to ``end`` into ``store``: the fill's result, the provider, and
+    how many rows were new."""
+    from .sources import make_source
+    from .sources.base import history_source
+    from .store.backfill import ProgressBar
+    from .stream.history import Budget, fill
+
+    source = make_source(kind, settings).history_provider
+    label = history_source(source.source_type, source.resolution) if source.resolution else None
+    new = 0
+
+    def stored(names: list[str], a, b) -> bool:
+        """A page is done when the store holds nine in ten of the rows it can have (a resumed run)."""
+        rows = store.read(kind, a, b, names, columns=["source"])
+        expected = (b - a).total_seconds() / source.resolution * len(names)
+        return expected > 0 and int((rows["source"] == label).sum()) >= 0.9 * expected
+
+    def write(df) -> None:
+        nonlocal new
+        new += store.write(kind, df)
+
+    print(f"backfilling {store!r}: {kind} from {source.label}", file=sys.stderr)
+    try:
+        result = fill(
+            source,
+            {name: (start, end) for name in source.series},
+            budget=Budget(settings.history_budget),
+            on_rows=write,
+            backoff_max=settings.backoff_max,
+            skip=stored if label else None,
+            progress=ProgressBar(unit="pages"),
+            now=end,
+        )
+    finally:
+        source.close()
+    return result, source.label, new
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="rtdash", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -129,7 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--every and values depend on the time only, so a rerun adds only the times that are new.",
         allow_abbrev=False,
     )
-    fill.add_argument("--source", choices=["simulated"], default="simulated", help="where rows come from")
+    fill.add_argument(
+        "--source",
+        choices=["simulated", "provider"],
+        default="simulated",
+        help="where rows come from: simulated, or the configured providers' own history (within "
+        "RTDASH_HISTORY_BUDGET calls an hour; a rerun resumes) (simulated)",
+    )
     fill.add_argument("--days", type=days, default=30.0, help=f"how far back, in days, at most {MAX_DAYS:g} (30)")
     fill.add_argument("--every", default="1s", help="time between rows, pandas-style: 500ms, 1s, 1min (1s)")
     fill.add_argument(
@@ -159,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
         if not kinds or set(kinds) - {"price", "weather"}:
             fill.error(f"--kinds {args.kinds!r} is invalid: expected price, weather or price,weather")
+        if args.source == "provider":
+            return backfill_provider(settings, days=args.days, kinds=kinds)
         return backfill(settings, days=args.days, every=args.every, kinds=kinds)
     return 2  # pragma: no cover - argparse rejects unknown commands
 

@@ -166,6 +166,20 @@ class Settings(param.Parameterized):
     weather_interval = param.Number(
         default=120.0, bounds=(0.1, 365 * DAY), doc="Seconds between weather polls (100ms to 365d)."
     )
+    # Provider history (README, "History from the providers"): the recent past drawn at start, and holes filled.
+    past = param.Number(
+        default=6 * 3600.0,
+        allow_None=True,
+        bounds=(0, 92 * DAY),
+        inclusive_bounds=(False, True),
+        doc="How much of the recent past to fetch from the providers at start (e.g. 6h, at most 92d); none: none.",
+    )
+    history_budget = param.Integer(
+        default=60,
+        bounds=(0, 3600),
+        doc="Most history calls a source makes to its provider per hour, as the provider counts them (0 to 3,600; "
+        "0 fetches no history).",
+    )
     units = param.Selector(default="metric", objects=["metric", "imperial"], doc="°C, m/s or °F, mph.")
     backlog = param.Integer(default=1000, bounds=(1, 1_000_000), doc="Points kept per live series.")
     timeout = param.Number(default=10.0, bounds=(0.1, 300.0), doc="HTTP timeout, s (100ms to 5min).")

@@ -26,7 +26,7 @@ import param
 
 from .config import Settings, SettingsError, format_duration
 from .sources import SERIES, redact
-from .sources.base import tidy
+from .sources.base import is_history, tidy
 from .store import KINDS
 
 log = logging.getLogger("rtdash.scaleout")
@@ -155,7 +155,11 @@ class Follower:
             return
         self._remember(kind, fresh)
         poller = self.runtime.pollers[kind]
-        poller.frame.emit(fresh)  # history, then every subscriber, as after a fetch
+        past = fresh["source"].map(is_history).astype(bool)
+        if past.any():  # the provider's history the collector fetched: merged in time order, drawn apart
+            poller.add_past(fresh[past].reset_index(drop=True))
+        if not past.all():
+            poller.frame.emit(fresh[~past].reset_index(drop=True))  # history, then every subscriber, as after a fetch
         now = pd.Timestamp.now(tz="UTC")
         poller.status.param.update(
             state="ok",

@@ -77,6 +77,11 @@ ROWS_REJECTED = Counter(
     "Rows refused: a value not finite or outside its metric's physical range, or in a unit not asked for.",
     ["kind", "provider", "reason"],
 )
+ROWS_FILLED = Counter(
+    "rtdash_history_rows_filled",
+    "Rows fetched from a provider's own history (the recent past at start, holes after an outage).",
+    ["kind", "provider"],
+)
 UPDATES = Counter("rtdash_updates_pushed", "New rows handed to a session (or the store writer).", ["kind"])
 SOURCE_UP = Gauge(
     "rtdash_source_up", "1 while the source's last fetch succeeded.", ["kind"], multiprocess_mode="livemax"
@@ -115,7 +120,7 @@ class _Sampler:
                 return
             self._runtimes.add(runtime)
             for poller in runtime.pollers.values():
-                self._seen[poller] = {"fetches": 0, "errors": 0, "rows": 0, "updates": 0}
+                self._seen[poller] = {"fetches": 0, "errors": 0, "rows": 0, "updates": 0, "filled": 0}
                 poller.status.param.watch(lambda event, poller=poller: self._fetched(poller), ["fetches"])
             writer = getattr(runtime, "writer", None)
             if writer is not None:
@@ -168,7 +173,13 @@ class _Sampler:
             seen = self._seen.get(poller)
             if seen is None:
                 return
-            now = {"fetches": status.fetches, "errors": status.errors, "rows": status.rows, "updates": poller.updates}
+            now = {
+                "fetches": status.fetches,
+                "errors": status.errors,
+                "rows": status.rows,
+                "updates": poller.updates,
+                "filled": status.filled,
+            }
             delta = {name: now[name] - seen[name] for name in now}
             seen.update(now)
         labels = (poller.kind, status.provider)
@@ -177,6 +188,8 @@ class _Sampler:
                 metric.labels(*labels).inc(delta[name])
         if delta["updates"] > 0:
             UPDATES.labels(poller.kind).inc(delta["updates"])
+        if delta["filled"] > 0:
+            ROWS_FILLED.labels(poller.kind, poller.source.history_provider.label).inc(delta["filled"])
         with self._lock:  # rows refused, by reason: only a live provider refuses rows, hence its label
             counts = dict(status.rejected)
             rejected = {reason: n - seen.get(f"rejected:{reason}", 0) for reason, n in counts.items()}
@@ -250,8 +263,13 @@ def runtimes() -> list:
 
 
 def _clean(value: Any, secrets: list[str]) -> Any:
+    """``value`` with keys and URL passwords removed from every string in it (also in dicts and lists)."""
     if isinstance(value, str):
         return _URL_PASSWORD.sub(r"\1***@", redact(value, secrets))
+    if isinstance(value, dict):
+        return {key: _clean(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_clean(item, secrets) for item in value]
     return value
 
 
@@ -314,6 +332,8 @@ def health() -> tuple[int, dict[str, Any]]:
                     "interval",
                 )
             }
+            source["filled"] = snap.get("filled", 0)
+            source["history"] = _clean(snap.get("history") or {}, secrets)
             source["subscribers"] = poller.subscriber_count
             source["updates"] = poller.updates
             body["sources"][kind + suffix] = source

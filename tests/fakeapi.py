@@ -7,6 +7,11 @@ Shapes, status codes, string-vs-number types and error bodies follow ``/work/sha
         api.prices["BTC"] = 65000.12           # the next answered BTC price, exactly; then it random-walks
         api.set_fault("coinbase", "429", retry_after=3)
         requests.get(f"{api.url}/v2/prices/BTC-USD/spot")
+
+History (api-notes, "History from the providers") is served as its own providers, ``coinbase-history`` (the public
+one-minute candles) and ``open-meteo-history`` (a forecast call asking ``minutely_15``), so that it is counted
+apart from the live polls; a fault set on ``coinbase`` or ``open-meteo`` reaches their history too, and
+``set_fault(..., after=n)`` lets n requests through first (a provider failing half way through a paged fill).
 """
 
 from __future__ import annotations
@@ -28,10 +33,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-PROVIDERS = ("coinbase", "coincap", "open-meteo", "geocoding", "openweather")
+PROVIDERS = ("coinbase", "coincap", "open-meteo", "geocoding", "openweather", "coinbase-history", "open-meteo-history")
 FAULTS = ("500", "502-html", "429", "invalid-json", "wrong-shape", "slow", "hang", "html-200", "every-other", "401")
 HANG_MAX_SECONDS = 60.0
+CANDLES_MAX = 350  # candles one Coinbase request may ask for
+GRANULARITIES = {"ONE_MINUTE": 60, "FIVE_MINUTE": 300, "FIFTEEN_MINUTE": 900, "THIRTY_MINUTE": 1800,
+                 "ONE_HOUR": 3600, "TWO_HOUR": 7200, "SIX_HOUR": 21600, "ONE_DAY": 86400}  # fmt: skip
+PAST_DAYS = 92  # Open-Meteo's forecast endpoint serves at most this many days of the past
 ROUTE_PREFIXES = {
+    "/api/v3/brokerage/": "coinbase-history",
     "/v2/": "coinbase",
     "/v3/": "coincap",
     "/v1/forecast": "open-meteo",
@@ -99,6 +109,11 @@ ERROR_BODIES: dict[str, dict[str, Any]] = {  # provider -> {status: body} for th
     "openweather": {"401": {"cod": 401, "message": OW_401}, "429": {"cod": 429, "message": OW_429}},
 }
 ERROR_BODIES["geocoding"] = ERROR_BODIES["open-meteo"]
+ERROR_BODIES["coinbase-history"] = {  # Advanced Trade's envelope, not the v2 API's
+    "401": {"error": "UNAUTHENTICATED", "error_details": "Unauthorized", "message": "Unauthorized"},
+    "429": {"error": "RATE_LIMIT_EXCEEDED", "error_details": "Too many requests", "message": "Too many requests"},
+}
+ERROR_BODIES["open-meteo-history"] = ERROR_BODIES["open-meteo"]
 HTML_502 = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n"
     "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -124,6 +139,7 @@ class _Fault:
     body: Any = None
     retry_after: int | None = None
     delay: float = 1.0
+    after: int = 0  # requests answered normally before the fault begins
     hits: int = 0
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -313,6 +329,7 @@ class FakeAPI:
         delay: float = 1.0,
         status: int = 500,
         body: Any = None,
+        after: int = 0,
     ) -> None:
         """Make `provider`'s routes ("*" for all) misbehave; see FAULTS, plus "http" for `status` with JSON `body`.
 
@@ -325,7 +342,7 @@ class FakeAPI:
         with self._cond:
             if old := self._faults.get(provider):
                 old.released.set()
-            self._faults[provider] = _Fault(kind, status, body, retry_after, delay)
+            self._faults[provider] = _Fault(kind, status, body, retry_after, delay, after)
 
     def clear_fault(self, provider: str | None = None) -> None:
         with self._cond:
@@ -357,10 +374,13 @@ class FakeAPI:
         path = unquote(parts.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         provider = _provider_for(path)
+        if provider == "open-meteo" and "minutely_15" in query:
+            provider = "open-meteo-history"
         with self._cond:
             self._requests.append(Request(provider, path, query, dict(headers.items()), time.time()))
             self._cond.notify_all()
-            fault = self._faults.get(provider) or self._faults.get("*")
+            parent = provider.removesuffix("-history")
+            fault = self._faults.get(provider) or self._faults.get(parent) or self._faults.get("*")
         if provider == "unknown":
             return _text(404, "Not Found")
         if fault is not None and (response := self._fault_response(fault, provider)) is not None:
@@ -369,6 +389,8 @@ class FakeAPI:
             "coinbase": self._coinbase,
             "coincap": self._coincap,
             "open-meteo": self._forecast,
+            "coinbase-history": self._candles,
+            "open-meteo-history": self._forecast,
             "geocoding": self._geocoding,
             "openweather": self._openweather,
         }[provider]
@@ -377,6 +399,10 @@ class FakeAPI:
     def _fault_response(self, fault: _Fault, provider: str) -> _Response | None:
         """The fault's answer, or None to answer normally."""
         kind = fault.kind
+        with self._cond:
+            if fault.after > 0:
+                fault.after -= 1
+                return None
         if kind == "slow":
             self._stopping.wait(fault.delay)
             return None
@@ -412,6 +438,51 @@ class FakeAPI:
             return _json(404, {"errors": [{"id": "not_found", "message": "Invalid currency"}]})
         amount = usd if quote == "USD" else round(usd * QUOTE_RATES[quote], 2 if usd >= 1 else 6)
         return _json(200, {"data": {"amount": _num(amount), "base": base, "currency": quote}})
+
+    def _candles(self, path: str, query: dict[str, str], headers: Message) -> _Response:
+        """Coinbase Advanced Trade's public candles: newest first, every number a string, at most 350."""
+
+        def error(status: int, code: str, message: str) -> _Response:
+            return _json(status, {"error": code, "error_details": message, "message": message})
+
+        m = re.fullmatch(r"/api/v3/brokerage/market/products/([A-Za-z0-9]+)-([A-Za-z]+)/candles", path)
+        if not m:
+            return error(404, "NOT_FOUND", "Not Found")
+        base, quote = m[1].upper(), m[2].upper()
+        granularity = GRANULARITIES.get(query.get("granularity", ""))
+        if granularity is None:
+            return error(400, "INVALID_ARGUMENT", "Invalid granularity")
+        try:
+            start, end = int(query["start"]), int(query["end"])
+        except (KeyError, ValueError):
+            return error(400, "INVALID_ARGUMENT", "start and end are required UNIX timestamps")
+        if end < start:
+            return error(400, "INVALID_ARGUMENT", "end must be after start")
+        first = -(-start // granularity) * granularity
+        slots = list(range(first, end + 1, granularity))
+        if len(slots) > CANDLES_MAX:
+            return error(400, "INVALID_ARGUMENT", f"number of candles requested should be less than {CANDLES_MAX}")
+        usd = dict.get(self.prices, base)
+        if quote not in QUOTE_RATES or usd is None:
+            return error(404, "NOT_FOUND", "ProductID is invalid")
+        now = time.time()
+        candles = []
+        for slot in reversed(slots):  # newest first
+            if slot > now:
+                continue
+            close = candle_price(usd * QUOTE_RATES[quote], base, slot + granularity)
+            open_ = candle_price(usd * QUOTE_RATES[quote], base, slot)
+            candles.append(
+                {
+                    "start": str(slot),
+                    "low": _num(round(min(open_, close) * 0.9995, 6)),
+                    "high": _num(round(max(open_, close) * 1.0005, 6)),
+                    "open": _num(round(open_, 6)),
+                    "close": _num(round(close, 6)),
+                    "volume": _num(round(3 + 2 * math.sin(slot / 977), 8)),
+                }
+            )
+        return _json(200, {"candles": candles})
 
     def _coincap(self, path: str, query: dict[str, str], headers: Message) -> _Response:
         auth = headers.get("Authorization", "")
@@ -470,8 +541,14 @@ class FakeAPI:
         t_unit, (w_unit, w_div) = ("°F" if fahrenheit else "°C"), WIND_UNITS[wind_unit]
         slot = int(time.time() // 900 * 900)
         variables = [v for v in query.get("current", "").split(",") if v]
-        if unknown := [v for v in variables if v not in OM_VARIABLES]:
+        past_variables = [v for v in query.get("minutely_15", "").split(",") if v]
+        if unknown := [v for v in variables + past_variables if v not in OM_VARIABLES]:
             return error(f"Cannot initialize ForecastVariable from invalid String value {unknown[0]}.")
+        past_slots: list[int] = []
+        if past_variables:
+            past_slots, problem = _minutely_slots(query)
+            if problem:
+                return error(problem)
         results = []
         for lat, lon in coords:
             c = _conditions(lat, lon, slot)
@@ -504,6 +581,23 @@ class FakeAPI:
                     unit, value = table[v]
                     result["current_units"][v] = unit
                     result["current"][v] = round(value, 1) if isinstance(value, float) else value
+            if past_variables:
+                result["minutely_15_units"] = {"time": "iso8601"}
+                result["minutely_15"] = {
+                    "time": [datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M") for t in past_slots]
+                }
+                for v in past_variables:
+                    column = []
+                    for t in past_slots:
+                        p = _conditions(lat, lon, t)
+                        unit, value = {
+                            "temperature_2m": (t_unit, p["temp"] * 9 / 5 + 32 if fahrenheit else p["temp"]),
+                            "relative_humidity_2m": ("%", p["humidity"]),
+                            "wind_speed_10m": (w_unit, p["wind_kmh"] / w_div),
+                        }.get(v, table[v])
+                        column.append(round(value, 1) if isinstance(value, float) else value)
+                    result["minutely_15_units"][v] = unit
+                    result["minutely_15"][v] = column
             results.append(result)
         return _json(200, results if len(results) > 1 else results[0])
 
@@ -607,6 +701,40 @@ class FakeAPI:
             "name": place["name"] if place else "",
             "cod": 200,
         }
+
+
+def candle_price(usd: float, symbol: str, t: int) -> float:
+    """The fake's price of ``symbol`` at time ``t`` (s) for a candle: a slow deterministic wave around ``usd``."""
+    phase = sum(map(ord, symbol))
+    return usd * (1 + 0.004 * math.sin(t / 1800 + phase) + 0.001 * math.sin(t / 97 + phase))
+
+
+def _minutely_slots(query: dict[str, str]) -> tuple[list[int], str | None]:
+    """The 15-minute times a ``minutely_15`` request asks for (``start_minutely_15``/``end_minutely_15``, or
+    ``past_minutely_15``/``forecast_minutely_15`` around now), or Open-Meteo's reason for refusing them."""
+    now = int(time.time() // 900 * 900)
+    oldest = now - PAST_DAYS * 86400
+    if "start_minutely_15" in query or "end_minutely_15" in query:
+        try:
+            start, end = (
+                int(datetime.strptime(query[k], "%Y-%m-%dT%H:%M").replace(tzinfo=UTC).timestamp())
+                for k in ("start_minutely_15", "end_minutely_15")
+            )
+        except (KeyError, ValueError):
+            return [], "Parameter 'start_minutely_15' and 'end_minutely_15' must be set together as yyyy-mm-ddThh:mm"
+        if start < oldest or end > now + 16 * 86400:
+            day = datetime.fromtimestamp(oldest, UTC).strftime("%Y-%m-%d")
+            return [], f"Parameter 'start_minutely_15' is out of allowed range from {day}"
+        if end < start:
+            return [], "Parameter 'end_minutely_15' must be after 'start_minutely_15'"
+        first = -(-start // 900) * 900
+        return list(range(first, end + 1, 900)), None
+    past = int(_float(query.get("past_minutely_15")) or 0)
+    ahead = _float(query.get("forecast_minutely_15"))
+    ahead = 96 if ahead is None else int(ahead)
+    if not 0 <= past <= PAST_DAYS * 96:
+        return [], f"Parameter 'past_minutely_15' must be between 0 and {PAST_DAYS * 96}"
+    return list(range(now - past * 900, now + ahead * 900, 900)), None
 
 
 def _owm_geo(place: dict[str, Any]) -> dict[str, Any]:

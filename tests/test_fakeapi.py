@@ -21,7 +21,16 @@ OK_PATHS: dict[str, tuple[str, dict[str, str]]] = {  # one successful request pe
     "open-meteo": ("/v1/forecast", {"latitude": "52.52", "longitude": "13.41", "current": "temperature_2m"}),
     "geocoding": ("/v1/search", {"name": "Berlin"}),
     "openweather": ("/data/2.5/weather", {"q": "Berlin", "appid": "test-openweather-key"}),
+    "coinbase-history": (
+        "/api/v3/brokerage/market/products/BTC-USD/candles",
+        {"start": "1796000000", "end": "1796000600", "granularity": "ONE_MINUTE"},
+    ),
+    "open-meteo-history": (
+        "/v1/forecast",
+        {"latitude": "52.52", "longitude": "13.41", "minutely_15": "temperature_2m", "past_minutely_15": "4"},
+    ),
 }
+PARENT = {"coinbase-history": "coinbase", "open-meteo-history": "open-meteo"}  # a parent's fault reaches its history
 OM_429 = {"error": True, "reason": "Minutely API request limit exceeded. Please try again in one minute."}
 EXPECTED_429 = {
     "coinbase": {"errors": [{"id": "rate_limit_exceeded", "message": "Too many requests"}]},
@@ -33,6 +42,12 @@ EXPECTED_429 = {
         "message": "Your account is temporary blocked due to exceeding of requests limitation of your subscription "
         "type. Please choose the proper subscription https://openweathermap.org/price",
     },
+    "coinbase-history": {
+        "error": "RATE_LIMIT_EXCEEDED",
+        "error_details": "Too many requests",
+        "message": "Too many requests",
+    },
+    "open-meteo-history": OM_429,
 }
 OW_401 = {"cod": 401, "message": "Invalid API key. Please see https://openweathermap.org/faq#error401 for more info."}
 
@@ -301,7 +316,7 @@ def test_faults_answer_like_the_real_thing(api: FakeAPI, provider: str) -> None:
     r = get_ok(api, provider)
     assert (r.status_code, r.json(), r.headers["Retry-After"]) == (418, {"message": "teapot"}, "7")
     assert "X-Fake-Served-At" in r.headers
-    others = [p for p in PROVIDERS if p != provider]
+    others = [p for p in PROVIDERS if provider not in (p, PARENT.get(p))]
     assert all(get_ok(api, p).status_code == 200 for p in others)
     api.clear_fault(provider)
     assert get_ok(api, provider).status_code == 200
@@ -321,10 +336,11 @@ def test_every_other_request_fails(api: FakeAPI) -> None:
 def test_star_fault_applies_to_all_and_a_provider_fault_wins(api: FakeAPI) -> None:
     api.set_fault("*", "500")
     api.set_fault("coinbase", "wrong-shape")
-    assert [get_ok(api, p).status_code for p in PROVIDERS] == [200, 500, 500, 500, 500]
-    assert get_ok(api, "coinbase").json() == {"foo": []}
+    # coinbase-history takes coinbase's fault (its parent's), open-meteo-history the "*" one.
+    assert [get_ok(api, p).status_code for p in PROVIDERS] == [200, 500, 500, 500, 500, 200, 500]
+    assert get_ok(api, "coinbase").json() == get_ok(api, "coinbase-history").json() == {"foo": []}
     api.clear_fault()
-    assert [get_ok(api, p).status_code for p in PROVIDERS] == [200] * 5
+    assert [get_ok(api, p).status_code for p in PROVIDERS] == [200] * 7
 
 
 def test_slow_answers_after_the_delay(api: FakeAPI) -> None:
@@ -411,3 +427,30 @@ def test_nothing_is_logged(api: FakeAPI, capfd: pytest.CaptureFixture[str]) -> N
 def test_closed_port_refuses_connections() -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(closed_port_url(), timeout=2)
+
+
+def test_candles_come_newest_first_as_strings_at_most_350(api: FakeAPI) -> None:
+    path = "/api/v3/brokerage/market/products/BTC-USD/candles"
+    body = get(api, path, start="1796000000", end="1796003000", granularity="ONE_MINUTE").json()
+    starts = [int(c["start"]) for c in body["candles"]]
+    assert starts == sorted(starts, reverse=True) and len(starts) == 50 and starts[0] == 1796002980
+    assert all(isinstance(v, str) for c in body["candles"] for v in c.values())
+    assert set(body["candles"][0]) == {"start", "low", "high", "open", "close", "volume"}
+    r = get(api, path, start="1796000000", end="1796030000", granularity="ONE_MINUTE")
+    assert r.status_code == 400 and "less than 350" in r.json()["message"]
+    assert get(api, path, start="1", end="2", granularity="ONE_SECOND").status_code == 400
+
+
+def test_a_fault_may_let_some_requests_through_first(api: FakeAPI) -> None:
+    api.set_fault("coinbase-history", "500", after=2)
+    assert [get_ok(api, "coinbase-history").status_code for _ in range(4)] == [200, 200, 500, 500]
+    assert api.count("coinbase-history") == 4 and api.count("coinbase") == 0
+
+
+def test_past_weather_beyond_92_days_is_refused_as_open_meteo_does(api: FakeAPI) -> None:
+    params = {"latitude": "52.52", "longitude": "13.41", "minutely_15": "temperature_2m"}
+    r = get(api, "/v1/forecast", start_minutely_15="2020-01-01T00:00", end_minutely_15="2020-01-02T00:00", **params)
+    assert r.status_code == 400 and r.json()["error"] is True and "out of allowed range" in r.json()["reason"]
+    body = get(api, "/v1/forecast", past_minutely_15="8", forecast_minutely_15="0", **params).json()
+    assert len(body["minutely_15"]["time"]) == len(body["minutely_15"]["temperature_2m"]) == 8
+    assert body["minutely_15_units"]["temperature_2m"] == "°C"

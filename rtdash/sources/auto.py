@@ -36,6 +36,10 @@ class AutoSource(Source):
     def provider(self) -> str:
         return self.fallback.label if self.simulated else self.live.label
 
+    @property
+    def history_provider(self) -> Source:
+        return self.live
+
     def fetch(self) -> pd.DataFrame:
         if self.live_seen:
             return self.live.fetch()

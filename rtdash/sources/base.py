@@ -11,7 +11,7 @@ from typing import ClassVar
 import pandas as pd
 import param
 
-from ..config import Settings, SettingsError
+from ..config import Settings, SettingsError, format_duration
 
 PRICE_COLUMNS = ["time", "asset", "quote", "price", "source"]
 WEATHER_COLUMNS = ["time", "city", "lat", "lon", "temperature", "humidity", "wind_speed", "source"]
@@ -134,6 +134,28 @@ def refusal(row: dict, kind: str, units: str) -> tuple[str, str] | None:
     return None
 
 
+def history_source(source_type: str, resolution: float) -> str:
+    """The ``source`` of a provider's history rows: its name and their resolution, ``coinbase/1min``.
+
+    Rows a poller fetched live keep the bare name (``coinbase``), so the store tells candles from spot prices.
+    """
+    return f"{source_type}/{format_duration(resolution)}"
+
+
+def is_history(source) -> bool:
+    """Whether a row's ``source`` names a provider's history (``coinbase/1min``) rather than a live reading."""
+    return "/" in str(source)
+
+
+def provider_of(source) -> str:
+    """The provider's name in a row's ``source``: ``coinbase`` for both ``coinbase`` and ``coinbase/1min``."""
+    return str(source).split("/", 1)[0]
+
+
+class HistoryUnavailable(SourceError):
+    """The provider has no history a source can fetch (no endpoint, or not on the plan rtdash can assume)."""
+
+
 class Source(param.Parameterized):
     """A provider of one kind of data.  Subclasses set ``kind`` and ``source_type`` and implement ``fetch``.
 
@@ -217,6 +239,45 @@ class Source(param.Parameterized):
     def fetch_one(self, name: str) -> dict:
         """One row (a dict of the schema's columns but ``source``) for the series ``name``."""
         raise NotImplementedError
+
+    # -- history: the provider's own record of the recent past (rtdash.stream.history pages and budgets it) --------
+
+    resolution: ClassVar[float] = 0.0  # seconds between two rows of the provider's history; 0 when it has none
+    page_span: ClassVar[float] = 0.0  # the longest time range one history request covers, s
+    retention: ClassVar[float | None] = None  # how far back the provider's history reaches, s (None: far enough)
+    batched: ClassVar[bool] = False  # one history request covers every series (else one request per series)
+    no_history: ClassVar[str] = "no history endpoint"  # why a provider without history cannot fill gaps
+
+    @property
+    def history_provider(self) -> Source:
+        """The source whose provider answers history requests (``auto`` asks its live provider, never simulated)."""
+        return self
+
+    def history_calls(self, names: list[str]) -> int:
+        """How many calls the provider counts for one history request of ``names`` (a batch counts every place)."""
+        return len(names) if self.batched else 1
+
+    def history_page(self, start: pd.Timestamp, end: pd.Timestamp, names: list[str]) -> pd.DataFrame:
+        """The provider's history rows of ``names`` with ``start <= time < end``, at most ``page_span`` long, in one
+        request: tidy, checked like live rows (:meth:`past_frame`), ``source`` naming the resolution.
+
+        Raises :class:`SourceError` when the provider fails, :class:`HistoryUnavailable` when it has no history.
+        """
+        raise HistoryUnavailable(f"{self.label}: cannot fill gaps ({self.no_history})")
+
+    def past_frame(self, rows: list[dict], start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        """History ``rows`` (dicts of the schema's columns but ``source``) as a tidy frame: only rows within
+        ``start <= time < end`` whose values can be measurements (:func:`refusal`, as for live rows), labelled
+        :func:`history_source`.  ``df.attrs["rejected"]`` counts the rows refused."""
+        df = tidy(pd.DataFrame(rows), self.kind) if rows else empty_frame(self.kind)
+        df["source"] = history_source(self.source_type, self.resolution)
+        keep = [
+            refusal(row, self.kind, self.settings.units) is None and start <= row["time"] < end
+            for row in df.to_dict("records")
+        ]
+        out = df[keep].reset_index(drop=True) if len(df) else df
+        out.attrs["rejected"] = len(df) - len(out)
+        return out
 
     def close(self) -> None:
         """Release connections."""

@@ -97,12 +97,19 @@ class CityResolver:
         self._known: dict[str, tuple[float, float]] = {}
         self._unknown: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._asking: dict[str, threading.Lock] = {}
 
     def resolve(self, name: str) -> tuple[float, float]:
         """``(latitude, longitude)`` of ``name``; :class:`SourceError` naming the city when it is not found."""
         key = name.strip().casefold()
         if key in _BUILT_IN:
             return _BUILT_IN[key]
+        with self._lock:
+            asking = self._asking.setdefault(key, threading.Lock())
+        with asking:  # one question per city at a time: the live poll and the history fetch share its answer
+            return self._resolve(name, key)
+
+    def _resolve(self, name: str, key: str) -> tuple[float, float]:
         with self._lock:
             if key in self._known:
                 return self._known[key]

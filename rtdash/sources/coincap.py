@@ -58,6 +58,7 @@ class CoinCapSource(HTTPSource):
     kind = "price"
     source_type = "coincap"
     label = "CoinCap"
+    no_history = "its /history endpoint spends credits the free plan's ~2,500 a month cannot spare"
     needs_key = "COINCAP_API_KEY"
     read_error = staticmethod(coincap_error)
 

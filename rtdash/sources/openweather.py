@@ -41,6 +41,7 @@ class OpenWeatherSource(HTTPSource):
     kind = "weather"
     source_type = "openweather"
     label = "OpenWeather"
+    no_history = "its history API needs a paid subscription"
     needs_key = "OPENWEATHER_API_KEY"
     read_error = staticmethod(openweather_error)
 

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from .base import Source
+from .base import SERIES, Source
 from .cities import built_in
 
 START_PRICES = {"BTC": 65000.0, "ETH": 3500.0, "SOL": 150.0, "DOGE": 0.15, "ADA": 0.45, "XRP": 0.55, "LTC": 80.0}
@@ -18,7 +18,28 @@ def _stable(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-class SimulatedPrice(Source):
+class SimulatedHistory:
+    """History for the simulated sources: the rows ``python -m rtdash backfill`` writes, a function of the time
+    and the seed alone, so that the same range always answers the same rows."""
+
+    resolution = 60.0
+    page_span = 86400.0
+
+    def history_page(self, start: pd.Timestamp, end: pd.Timestamp, names: list[str]) -> pd.DataFrame:
+        from ..store.backfill import simulated_rows  # the store imports the sources
+
+        step = int(self.resolution * 1e9)
+        first, last = -(-start.value // step), (end.value - 1) // step
+        index = np.arange(first, last + 1, dtype="int64")
+        times = pd.DatetimeIndex((index * step).astype("datetime64[ns]"), tz="UTC")
+        if not len(times):
+            return self.past_frame([], start, end)
+        rows = simulated_rows(self.kind, self.settings, times, index)
+        rows = rows[rows[SERIES[self.kind]].isin(names)].drop(columns="source")
+        return self.past_frame(rows.to_dict("records"), start, end)
+
+
+class SimulatedPrice(SimulatedHistory, Source):
     """A geometric random walk per asset: the n-th fetch gives the same prices for the same seed."""
 
     kind = "price"
@@ -45,7 +66,7 @@ class SimulatedPrice(Source):
         return self.to_frame(rows, {})
 
 
-class SimulatedWeather(Source):
+class SimulatedWeather(SimulatedHistory, Source):
     """Weather with a daily cycle at each city's solar time, plus seeded noise."""
 
     kind = "weather"

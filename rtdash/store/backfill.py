@@ -131,8 +131,8 @@ def backfill(
 class ProgressBar:
     """``[#######-------]  52%  1,234,567/2,345,678 rows  310,000 rows/s  ETA 4 s`` on stderr, redrawn in place."""
 
-    def __init__(self, stream=None, width: int = 30):
-        self.stream, self.width = stream or sys.stderr, width
+    def __init__(self, stream=None, width: int = 30, unit: str = "rows"):
+        self.stream, self.width, self.unit = stream or sys.stderr, width, unit
         self.started = time.monotonic()
         self._drawn = 0.0
 
@@ -147,7 +147,8 @@ class ProgressBar:
         eta = (total - done) / rate if rate else 0
         bar = "#" * filled + "-" * (self.width - filled)
         end = "\n" if done >= total else ""
+        unit = self.unit
         self.stream.write(
-            f"\r[{bar}] {fraction:4.0%}  {done:,}/{total:,} rows  {rate:,.0f} rows/s  ETA {eta:.0f} s  {end}"
+            f"\r[{bar}] {fraction:4.0%}  {done:,}/{total:,} {unit}  {rate:,.0f} {unit}/s  ETA {eta:.0f} s  {end}"
         )
         self.stream.flush()

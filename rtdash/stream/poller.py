@@ -8,6 +8,9 @@ subscriber's own loop.
 
 A slow or hanging provider therefore delays nothing but its own next fetch, and an exception never reaches
 streamz (which would stop the ``PeriodicDataFrame`` for good).
+
+Rows of the provider's own history (rtdash.stream.history, on a thread of its own) join through ``add_past``: merged
+into the history in time order and handed to the same subscribers.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tornado.ioloop import IOLoop
 
 from ..config import format_duration
 from ..sources import SERIES, Source, SourceError, empty_frame, redact
+from ..sources.base import is_history
 from ..sources.http import retry_wait
 
 log = logging.getLogger("rtdash.stream")
@@ -91,6 +95,8 @@ class SourceStatus(param.Parameterized):
     rows = param.Integer(default=0, doc="Rows received since start.")
     rejected = param.Dict(default={}, doc="Rows refused since start (absurd values, wrong units), by reason.")
     interval = param.Number(default=None, allow_None=True)
+    filled = param.Integer(default=0, doc="Rows fetched from the provider's history since start.")
+    history = param.Dict(default={}, doc="The provider's history: state, requests, budget, ranges still missing.")
 
     def snapshot(self) -> dict:
         """A JSON-ready copy (times as ISO strings)."""
@@ -213,6 +219,7 @@ class Poller:
         self._retry_token: object | None = None  # the scheduled retry that is still wanted
         self._running = False
         self.updates = 0  # deliveries made to subscribers, for the metrics
+        self.filler = None  # fetches the provider's history (rtdash.stream.history.HistoryFiller), if any
         # The constructor calls _tick once, synchronously: it must not fetch yet (no sink is attached).
         self.frame = Clock(self._tick, interval=pd.Timedelta(seconds=interval), start=False)
         self.frame.stream.filter(len).sink(self._publish)
@@ -229,6 +236,8 @@ class Poller:
     def stop(self, wait: bool = False) -> None:
         """Stop polling; ``wait``: until a fetch in flight has handed its rows on (it ends within the timeout)."""
         self._running = False
+        if self.filler is not None:
+            self.filler.stop()
         self.frame.stop()
         self._executor.shutdown(wait=wait, cancel_futures=True)
         self.source.close()
@@ -324,6 +333,10 @@ class Poller:
             log.warning("%s source: showing simulated data, live source unreachable: %s", self.kind, reason)
         with self._lock:
             self._next_attempt = 0.0
+        if self.filler is not None and (s.failures or (s.simulated and not simulated)):
+            # The provider answers again (or for the first time, after simulated rows stood in): the hole the failures
+            # left, and what its history could not give before, from its history.
+            self.filler.after_outage(s.last_success if s.failures else None)
         s.param.update(
             state="ok",
             provider=self.source.provider,
@@ -397,9 +410,31 @@ class Poller:
     def _publish(self, df: pd.DataFrame) -> None:
         with self._lock:
             history = self._history
-            if len(history) and history["source"].iloc[-1] == "simulated" and df["source"].iloc[0] != "simulated":
-                history = self._empty  # live data arrived: the simulated rows are no longer worth showing
+            past = history["source"].map(is_history).astype(bool) if len(history) else None
+            live = history[~past] if past is not None else history
+            if len(live) and live["source"].iloc[-1] == "simulated" and df["source"].iloc[0] != "simulated":
+                history = history[past]  # live data arrived: the simulated rows are no longer worth showing
             history = pd.concat([history, df], ignore_index=True) if len(history) else df.reset_index(drop=True)
+            self._history = history.groupby(SERIES[self.kind], sort=False).tail(self.backlog).reset_index(drop=True)
+            subscribers = list(self._subscribers.values())
+        for sub in subscribers:
+            try:
+                sub.deliver(df)
+                self.updates += 1
+            except Exception:
+                log.debug("dropping a subscriber that cannot take updates", exc_info=True)
+                self._unsubscribe(sub.id)
+
+    def add_past(self, df: pd.DataFrame) -> None:
+        """Rows of the provider's history (any time, older or newer than those held): merged into the history in
+        time order and handed to every subscriber, as new rows are."""
+        if df.empty:
+            return
+        with self._lock:
+            history = pd.concat([self._history, df], ignore_index=True) if len(self._history) else df
+            history = history.sort_values("time", kind="stable").drop_duplicates(
+                [SERIES[self.kind], "time", "source"], keep="last"
+            )
             self._history = history.groupby(SERIES[self.kind], sort=False).tail(self.backlog).reset_index(drop=True)
             subscribers = list(self._subscribers.values())
         for sub in subscribers:

@@ -1,4 +1,5 @@
-"""The process-wide live state: one poller per source per distinct settings, shared by every session."""
+"""The process-wide live state: one poller per source per distinct settings, shared by every session, each with a
+filler of the provider's own history (the recent past at start, holes after an outage)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from ..config import Settings
 from ..sources import make_source
 from ..store import StoreError, StoreWriter, attach, open_store
+from .history import HistoryFiller
 from .poller import Poller
 
 log = logging.getLogger("rtdash")
@@ -34,6 +36,15 @@ class Runtime:
             )
             for kind in ("price", "weather")
         }
+        # The providers' own history: the recent past at start, and holes after an outage (rtdash.stream.history).
+        for poller in self.pollers.values():
+            poller.filler = HistoryFiller(
+                poller,
+                past=settings.past,
+                budget=settings.history_budget,
+                backoff_max=settings.backoff_max,
+                secrets=settings.secrets,
+            )
         # History: opened now, seeded into the pollers and written to from start().  Without one, live only.
         self.writer: StoreWriter | None = None
         self.follower = None  # a viewer follows the store instead of polling (rtdash.scaleout)
@@ -61,6 +72,7 @@ class Runtime:
             self.follower = follow(self)
             return self
         for poller in self.pollers.values():
+            poller.filler.start()  # on its own thread, alongside the first live poll (which it must not see)
             poller.start()
         return self
 

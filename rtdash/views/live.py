@@ -6,6 +6,10 @@ city) and drawn by HoloViews once per process; every session gets its own copy o
 line's ``ColumnDataSource.stream(..., rollover=backlog)``, so only the new points travel to the browser.  The
 browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan, while points keep arriving, until the
 plot's reset tool is used.
+
+The providers' own history (rtdash.stream.history: one-minute candles, 15-minute weather) is drawn apart from the
+live points: a dashed line of the same colour per series, and a dotted rule where that history ends and live
+polling begins.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ import param
 from bokeh.document import Document
 from bokeh.document.json import DocJson
 from bokeh.model import Model
-from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, NumeralTickFormatter, Scatter
+from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, NumeralTickFormatter, Scatter, Span
 from bokeh.palettes import Category10_10
 from bokeh.util.serialization import make_id
 from panel.custom import JSComponent
 
 from ..sources import SERIES, UNITS, empty_frame
+from ..sources.base import is_history
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
 from . import OutputGuard, OutputLifetime, one_message
@@ -52,10 +57,16 @@ CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; mi
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 PALETTE = Category10_10
 
+PAST_NOTE = (
+    '<span class="past-note"><span class="swatch dashed"></span>the provider\'s recorded history '
+    "(dashed; a dotted rule where live polling begins)</span>"
+)
 LEGEND_CSS = """
 .legend {display: flex; flex-wrap: wrap; gap: 4px 18px; font: 13px system-ui, sans-serif; color: #374151}
 .legend .item {display: inline-flex; align-items: center; gap: 6px; white-space: pre}
 .legend .swatch {display: inline-block; width: 18px; height: 3px; border-radius: 2px}
+.legend .swatch.dashed {height: 0; border-top: 2px dashed #6b7280; border-radius: 0}
+.legend .past-note {display: inline-flex; align-items: center; gap: 6px; color: #6b7280}
 """
 
 CARD_CSS = """
@@ -166,6 +177,10 @@ class FigureTemplate:
             name: next(r for r in plot.state.renderers if r.data_source is source and isinstance(r.glyph, Scatter))
             for name, source in sources.items()
         }
+        pasts = {r.tags[1]: r.data_source for r in plot.state.renderers if r.tags[:1] == ["past"]}
+        for source in pasts.values():
+            source.data = {"time": [], value: []}
+        boundary = next(a for a in plot.state.center if isinstance(a, Span) and a.tags == ["boundary"])
         doc = Document()
         doc.add_root(plot.state)
         self._json = doc.to_json(deferred=False)
@@ -173,15 +188,20 @@ class FigureTemplate:
         self._figure = plot.state.id
         self._sources = {name: source.id for name, source in sources.items()}
         self._markers = {name: marker.id for name, marker in markers.items()}
+        self._pasts = {name: source.id for name, source in pasts.items()}
+        self._boundary = boundary.id
 
-    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model]]:
-        """A new figure, and its lines' data sources and marker renderers, by series."""
+    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
+        """A new figure, and its lines' data sources and marker renderers, its provider-history lines' data sources
+        (by series), and the rule between provider history and live points."""
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
         markers = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._markers.items()}
+        pasts = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._pasts.items()}
+        boundary = doc.get_model_by_id(ids[self._boundary])
         doc.remove_root(figure)
-        return figure, sources, markers
+        return figure, sources, markers, pasts, boundary
 
 
 def _series(key) -> str:
@@ -223,13 +243,17 @@ class StreamingChart:
         history: pd.DataFrame,
         chart: Callable[[pd.DataFrame], hv.NdOverlay],
         template: tuple | None = None,
+        resolution: float = 0.0,
     ):
         self.key = SERIES[kind]
         self.value = value
         self.gap_ms = GAP_INTERVALS * interval * 1000
+        self.past_gap_ms = GAP_INTERVALS * max(interval, resolution) * 1000
         self.window_ms = length * interval * 1000
         self.length = length
         self.last: dict[str, float] = {}  # per series, the time of its last point (ms)
+        self._past: dict[str, pd.Series] = {}  # per series, the provider's history points held (value by time in ms)
+        self._live_seen = False  # whether the rule was placed with live points in the chart
 
         key = (kind, tuple(names), value, template)
         with _TEMPLATES_LOCK:
@@ -238,8 +262,9 @@ class StreamingChart:
                 built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
                 if template is not None:
                     _TEMPLATES[key] = built
-        self.figure, self.sources, self.markers = built.copy()
+        self.figure, self.sources, self.markers, self.pasts, self.boundary = built.copy()
         self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
+        history, past = split_past(history)
         split = split_rows(history, self.key, value, self.gap_ms)
         self.simulated = split.simulated
         for name, source in self.sources.items():
@@ -252,9 +277,15 @@ class StreamingChart:
                 self.last[name] = times[-1]
             source.data = {"time": np.asarray(times, float), value: np.asarray(values, float)}
             self._mark(name)
+        self._add_past(past)
 
     def send(self, df: pd.DataFrame) -> None:
-        """Append the rows of ``df`` that are new."""
+        """Append the rows of ``df`` that are new; the provider's history rows join the dashed lines."""
+        if df.empty:
+            return
+        df, past = split_past(df)
+        if len(past):
+            self._add_past(past)
         if df.empty:
             return
         split = split_rows(df, self.key, self.value, self.gap_ms)
@@ -287,6 +318,60 @@ class StreamingChart:
             # Plain lists of numbers: the smallest message for a few points.
             source.stream({"time": times, self.value: values}, rollover=rollover)
             self._mark(name)
+        self._trim_past()
+
+    def _newest(self) -> float | None:
+        """The time of the newest point, live or provider history (ms)."""
+        times = [*self.last.values(), *(float(p.index[-1]) for p in self._past.values() if len(p))]
+        return max(times) if times else None
+
+    def _add_past(self, df: pd.DataFrame) -> None:
+        """Merge the provider's history rows of ``df`` into the dashed lines (each redrawn whole: it happens at
+        start and after a hole, not at every poll)."""
+        if df.empty:
+            return
+        for name, rows in df.groupby(self.key, sort=False):
+            if name not in self.pasts:
+                continue
+            times = _epoch_ms(rows["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]"))
+            new = pd.Series(rows[self.value].to_numpy(float), index=times)
+            held = self._past.get(name)
+            merged = pd.concat([held, new]) if held is not None and len(held) else new
+            self._past[name] = merged[~merged.index.duplicated(keep="last")].sort_index()
+        self._trim_past(force=True)
+
+    def _trim_past(self, force: bool = False) -> None:
+        """Keep the dashed lines to the chart's window (the newest point's ``length`` intervals), and put the rule
+        where the provider's history ends and live points begin (worked out again only when the dashed lines
+        changed, or the first live point came)."""
+        if not self._past:
+            return
+        newest = self._newest()
+        start = newest - self.window_ms
+        changed = force
+        for name, points in self._past.items():
+            if not len(points) or (not force and points.index[0] >= start):
+                continue
+            points = self._past[name] = points[points.index >= start]
+            times, values = with_gaps(points.index.to_numpy(float), points.to_numpy(float), self.past_gap_ms)
+            self.pasts[name].data = {"time": np.asarray(times, float), self.value: np.asarray(values, float)}
+            changed = True
+        live = bool(self.last)
+        if changed or live != self._live_seen:
+            self._live_seen = live
+            location = self._boundary_time()
+            if self.boundary.location != location:
+                self.boundary.location = location
+
+    def _boundary_time(self) -> float | None:
+        """Where the provider's history ends and live polling begins: the newest history point before the first
+        live point (or the newest one, before any live point); None without history."""
+        firsts = [float(np.nanmin(source.data["time"])) for source in self.sources.values() if len(source.data["time"])]
+        first_live = min(firsts) if firsts else math.inf
+        ends = [
+            float(p.index[p.index <= first_live].max()) for p in self._past.values() if (p.index <= first_live).any()
+        ]
+        return max(ends) if ends else None
 
     def _mark(self, name: str) -> None:
         """Show series ``name``'s points as markers while it has few (a no-op unless that changes)."""
@@ -307,6 +392,16 @@ def placeholder_rows(kind: str, names: list[str]) -> pd.DataFrame:
     rows[SERIES[kind]] = names
     rows["time"] = pd.Timestamp(0, tz="UTC")
     return rows
+
+
+def split_past(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The live rows of ``df`` and its rows of a provider's history (a ``source`` such as ``coinbase/1min``)."""
+    if df.empty:
+        return df, df
+    past = df["source"].map(is_history).astype(bool).to_numpy()
+    if not past.any():
+        return df, df.iloc[:0]
+    return df[~past], df[past]
 
 
 def _simulated(df: pd.DataFrame) -> bool:
@@ -342,6 +437,21 @@ def setup_figure(plot, element) -> None:
         figure.scatter(
             x=glyph.x, y=glyph.y, source=renderer.data_source, size=7, color=glyph.line_color, name=renderer.name
         )
+        # The provider's history of the series: the same colour, dashed and lighter (StreamingChart fills it).
+        past = figure.line(
+            x=glyph.x,
+            y=glyph.y,
+            source=ColumnDataSource(),
+            line_color=glyph.line_color,
+            line_width=2,
+            line_dash="dashed",
+            line_alpha=0.6,
+            name=f"{renderer.name} (provider history)",
+        )
+        past.tags = ["past", renderer.name]  # set on the renderer (figure.line would give them to the glyph)
+    figure.add_layout(
+        Span(dimension="height", line_color="#6b7280", line_dash="dotted", line_width=1.5, tags=["boundary"])
+    )
 
 
 # Times as times at every zoom: Bokeh's defaults read "929500us" or "250ms" when a range is under a second wide.
@@ -508,7 +618,9 @@ class LiveView(pn.viewable.Viewer):
             f'<span class="item"><span class="swatch" style="background: {colour}"></span>{html.escape(city)}</span>'
             for city, colour in colours.items()
         )
-        self._legend = pn.pane.HTML(f'<div class="legend">{items}</div>', stylesheets=[LEGEND_CSS], margin=(0, 10))
+        self._legend = pn.pane.HTML(
+            f'<div class="legend">{items}{PAST_NOTE}</div>', stylesheets=[LEGEND_CSS], margin=(0, 10)
+        )
         # Outside a server session (a notebook) Bokeh model changes reach the page only when pushed, and the view's
         # subscriptions last as long as the outputs showing it (a server session ends them with the session).
         self._push = current_dispatch()[1] is None
@@ -541,7 +653,15 @@ class LiveView(pn.viewable.Viewer):
             )
 
         return StreamingChart(
-            "price", [asset], "price", settings.price_interval, settings.backlog, history, chart, template=(quote,)
+            "price",
+            [asset],
+            "price",
+            settings.price_interval,
+            settings.backlog,
+            history,
+            chart,
+            template=(quote,),
+            resolution=self.runtime.price.source.history_provider.resolution,
         )
 
     def _weather_chart(
@@ -570,6 +690,7 @@ class LiveView(pn.viewable.Viewer):
             history,
             chart,
             template=(unit, tuple(colours.values())),
+            resolution=self.runtime.weather.source.history_provider.resolution,
         )
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:

@@ -1,5 +1,6 @@
 """The header's status: a badge per source (ok / simulated / stale / error, how long ago it updated, the provider's
-error), a banner that cannot be missed while the data is simulated, and a notice while history is off.
+error; on hover, what the provider's history filled and what is missing), a banner that cannot be missed while the
+data is simulated, and a notice while history is off.
 
 The pollers write their ``SourceStatus`` from worker threads, so the view does not watch it: a per-session
 periodic callback reads it and sends the badges only the fields that changed (a new success once per fetch); the
@@ -75,7 +76,37 @@ def badge_fields(status: SourceStatus) -> dict:
         "detail": status.detail or "",
         "failures": status.failures,
         "next_retry": _ms(status.next_retry),
+        "history": history_line(status),
     }
+
+
+def history_line(status: SourceStatus) -> str:
+    """What the provider's history did, in a line for the badge's hover: rows filled, requests within the budget,
+    the ranges still missing (or why the provider cannot fill gaps)."""
+    h = status.history or {}
+    state = h.get("state")
+    if not state or state == "idle":
+        return ""
+    if state in ("off", "unavailable"):
+        return f"provider history: {h.get('message') or state}"
+    text = (
+        f"provider history ({h.get('resolution') or '?'} steps): {status.filled:,} rows filled in "
+        f"{h.get('requests', 0):,} requests; {h.get('calls_last_hour', 0)} of {h.get('budget_per_hour', 0)} calls "
+        "an hour spent"
+    )
+    if state == "filling":
+        text += "; filling now"
+    missing = h.get("missing") or []
+    if missing:
+
+        def when(iso: str) -> str:
+            return iso[:16].replace("T", " ")
+
+        shown = "; ".join(
+            f"{m['series']} {when(m['start'])} to {when(m['end'])} UTC ({m['reason']})" for m in missing[-3:]
+        )
+        text += f"; still missing: {shown}"
+    return text
 
 
 class StatusBadge(JSComponent):
@@ -99,6 +130,7 @@ class StatusBadge(JSComponent):
     detail = param.String(default="")
     failures = param.Integer(default=0)
     next_retry = param.Number(default=None, allow_None=True)
+    history = param.String(default="", doc="What the provider's history filled and what is missing (history_line).")
 
     _stylesheets: ClassVar[list[str]] = [BADGE_CSS]
     _esm = """
@@ -146,6 +178,7 @@ export function render({ model, el }) {
     if (model.last_error) details.push(`last error (${clock(model.last_error_time)}): ${model.last_error}`)
     if (model.detail) details.push(`series that failed: ${model.detail}`)
     if (model.failures) details.push(`failed fetches in a row: ${model.failures}; next try ${clock(model.next_retry)}`)
+    if (model.history) details.push(model.history)
     badge.title = details.join("\\n")
     badge.className = `badge ${model.simulated && state === "ok" ? "stale" : state}`  // simulated is not healthy
     badge.dataset.kind = model.kind
@@ -160,7 +193,7 @@ export function render({ model, el }) {
     draw()
   })
   for (const name of ["provider", "source_state", "word", "simulated", "fallback", "last_error", "last_error_time",
-                      "detail", "failures", "next_retry"]) {
+                      "detail", "failures", "next_retry", "history"]) {
     model.on(name, draw)
   }
   const timer = setInterval(draw, 1000)
@@ -225,6 +258,8 @@ def summary(runtime: Runtime) -> str:
         if status.last_error and status.state != "ok":
             state += f": {status.last_error}"
         lines.append(f"{label}: {state}")
+        if history_line(status):
+            lines.append(f"  {history_line(status)}")
     text, notice = banner_text(runtime), history_notice(runtime)
     return "\n".join([*lines, *([f"⚠ {text}"] if text else []), *([notice[0]] if notice else [])])
 
@@ -236,7 +271,8 @@ def status_snapshot(runtime: Runtime) -> tuple[dict[str, dict], str]:
     """Every badge's fields and the banners' HTML (empty while live with history), worked out once for all sessions
     of a runtime and again only when a source made an attempt or changed its state."""
     version = tuple(
-        (s.last_attempt, s.state, s.provider, s.simulated) for s in (p.status for p in runtime.pollers.values())
+        (s.last_attempt, s.state, s.provider, s.simulated, s.filled, s.history.get("state"), s.history.get("last_fill"))
+        for s in (p.status for p in runtime.pollers.values())
     )
     known, snapshot = _SNAPSHOTS.get(runtime, (None, None))
     if version != known:

@@ -6,6 +6,7 @@ and the old rows dropped when the data switches between simulated and live.
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from bokeh.document.events import ColumnsStreamedEvent as ColumnsStreamed
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.settings import settings as bokeh_settings
 
+from rtdash.sources.base import is_history
 from rtdash.stream import Runtime, get_runtime
 from rtdash.views.live import (
     MARKER_POINTS,
@@ -98,12 +100,13 @@ def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
     """``panel serve`` numbers models (``p123``); Panel in a notebook turns Bokeh's simple ids off (UUIDs)."""
     monkeypatch.setattr(bokeh_settings.simple_ids, "_user_value", where == "server")
     template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price")
-    figures, sources, markers = zip(*(template.copy() for _ in range(2)), strict=True)
+    figures, sources, markers, _, _ = zip(*(template.copy() for _ in range(2)), strict=True)
     models = [{m.id: m for m in figure.references()} for figure in figures]
     assert all(re.fullmatch(ID_FORMATS[where], id_) for ids in models for id_ in ids)
     assert not set(models[0]) & set(models[1]) and not set(models[0]) & template._ids
     for figure, by_series, marks, ids in zip(figures, sources, markers, models, strict=True):
-        line, marker = figure.renderers
+        line, marker, past = figure.renderers  # the line, its markers, its provider history (dashed)
+        assert past.tags == ["past", "BTC"] and past.glyph.line_color == line.glyph.line_color
         assert by_series["BTC"] is line.data_source is marker.data_source and by_series["BTC"].id in ids
         assert marks["BTC"] is marker
         assert figure.document is None  # ready for the session's document
@@ -128,7 +131,11 @@ def test_the_weather_charts_are_declared_one_line_per_city(runtime) -> None:
     view = plain(LiveView, runtime=runtime)
     cities = runtime.settings.cities
     for metric, chart in view._weather.items():
-        renderers = [r for r in chart.figure.renderers if r not in chart.markers.values()]
+        # Beside each line and its markers, its provider history's dashed line (tagged "past", drawn apart).
+        renderers = [r for r in chart.figure.renderers if r not in chart.markers.values() and r.tags[:1] != ["past"]]
+        pasts = [r for r in chart.figure.renderers if r.tags[:1] == ["past"]]
+        assert [r.data_source for r in pasts] == [chart.pasts[city] for city in cities]
+        assert all(r.glyph.line_dash == [6] and r.glyph.line_alpha < 1 for r in pasts)  # Bokeh's "dashed"
         assert [r.name for r in renderers] == cities
         assert [r.glyph.line_color for r in renderers] == ["#1f77b4", "#ff7f0e"]
         assert [r.data_source for r in renderers] == [chart.sources[city] for city in cities]
@@ -221,7 +228,8 @@ def test_pause_holds_new_points_and_resume_catches_up(runtime) -> None:
     wait_until(lambda: len(runtime.price.history()) > before, 10, message="the poller's new row")
     assert len(view._prices["BTC"].data("BTC")) == before
     plain(setattr, view, "paused", False)
-    assert len(view._prices["BTC"].data("BTC")) == len(runtime.price.history())
+    history = runtime.price.history()  # the live rows: the provider's history is drawn apart (a dashed line)
+    assert len(view._prices["BTC"].data("BTC")) == (~history["source"].map(is_history).astype(bool)).sum()
 
 
 def test_the_price_card_reads_the_chart_it_belongs_to(runtime) -> None:
@@ -304,3 +312,35 @@ def test_a_chart_left_out_of_a_frozen_notebook_document_gets_it_back(runtime) ->
     doc.callbacks.on_change(lambda event: isinstance(event, ColumnsStreamed) and events.append(event))
     view._prices["BTC"].send(prices([pd.Timestamp.now(tz="UTC").isoformat()], [1.0]))
     assert [e.model for e in events] == [source]
+
+
+def _ms(text: str) -> float:
+    return pd.Timestamp(text).value / 1e6
+
+
+def test_provider_history_is_drawn_apart_with_a_rule_where_live_polling_begins() -> None:
+    """Candles (``coinbase/1min``) go to the dashed line, live prices to the line; the rule stands at the last candle
+    before the first live price.  Candles a later fill brings into a hole join the dashed line only."""
+    candles = prices([f"2026-01-01 00:0{m}:00" for m in range(5)], [1.0, 2.0, 3.0, 4.0, 5.0], "coinbase/1min")
+    live = prices(["2026-01-01 00:04:30", "2026-01-01 00:04:35"], [5.5, 5.6])
+    c = StreamingChart("price", ["BTC"], "price", 5.0, 1000, pd.concat([candles, live]), price_lines, resolution=60.0)
+    assert c.data("BTC")["price"].tolist() == [5.5, 5.6]
+    assert c.pasts["BTC"].data["price"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]  # one-minute steps: no break
+    assert c.boundary.location == _ms("2026-01-01 00:04:00")
+    # An outage from 00:04:35 to 00:09:00, then its hole filled from the provider's candles.
+    c.send(prices(["2026-01-01 00:09:00"], [9.0]))
+    c.send(prices(["2026-01-01 00:06:00", "2026-01-01 00:07:00", "2026-01-01 00:08:00"], [6, 7, 8], "coinbase/1min"))
+    line = c.data("BTC")["price"].tolist()
+    assert line[:2] == [5.5, 5.6] and math.isnan(line[2]) and line[3] == 9.0  # the live line still breaks there
+    past = c.pasts["BTC"].data
+    assert [v for v in past["price"] if not math.isnan(v)] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert c.boundary.location == _ms("2026-01-01 00:04:00")  # where live polling began, still
+
+
+def test_provider_history_keeps_to_the_charts_window() -> None:
+    candles = prices([f"2026-01-01 00:{m:02d}:00" for m in range(60)], [float(m) for m in range(60)], "coinbase/1min")
+    c = StreamingChart("price", ["BTC"], "price", 1.0, 600, candles, price_lines, resolution=60.0)  # 10 minutes
+    assert c.pasts["BTC"].data["price"].tolist() == [float(m) for m in range(49, 60)]
+    assert c.boundary.location == _ms("2026-01-01 00:59:00")  # no live price yet: the newest candle
+    c.send(prices(["2026-01-01 01:05:00"], [100.0]))
+    assert c.pasts["BTC"].data["price"].tolist() == [float(m) for m in range(55, 60)]

@@ -81,7 +81,7 @@ def backfill(settings: Settings, *, days: float, every: str, kinds: Sequence[str
     """Fill the store with ``days`` of simulated rows every ``every``; a progress bar on stderr.  0 on success."""
     import pandas as pd
 
-    from .store import StoreError, open_store
+    from .store import StoreError
     from .store.backfill import ProgressBar
     from .store.backfill import backfill as fill
 
@@ -92,14 +92,9 @@ def backfill(settings: Settings, *, days: float, every: str, kinds: Sequence[str
     except ValueError:
         print(f"rtdash: error: --every {every!r} is invalid: expected a positive duration such as 1s", file=sys.stderr)
         return 2
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        print(f"rtdash: error: {exc}", file=sys.stderr)
-        return 1
-    if store is None:
-        print("rtdash: error: RTDASH_STORE is none: set it to a file path or a postgresql:// URL", file=sys.stderr)
-        return 2
+    store = _open_store(settings)
+    if isinstance(store, int):
+        return store
     bar, drawn = ProgressBar(), []
 
     def progress(done: int, total: int) -> None:
@@ -125,16 +120,11 @@ def backfill_provider(settings: Settings, *, days: float, kinds: Sequence[str]) 
     resumes.  0 when nothing is missing, 1 when something is (said on stderr: rerun later)."""
     import pandas as pd
 
-    from .store import StoreError, open_store
+    from .store import StoreError
 
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        print(f"rtdash: error: {exc}", file=sys.stderr)
-        return 1
-    if store is None:
-        print("rtdash: error: RTDASH_STORE is none: set it to a file path or a postgresql:// URL", file=sys.stderr)
-        return 2
+    store = _open_store(settings)
+    if isinstance(store, int):
+        return store
     missing = False
     now = pd.Timestamp.now(tz="UTC")
     with store:
@@ -154,6 +144,21 @@ def backfill_provider(settings: Settings, *, days: float, kinds: Sequence[str]) 
     if missing:
         print("rtdash: some ranges are missing: rerun later to resume (stored pages are skipped)", file=sys.stderr)
     return 1 if missing else 0
+
+
+def _open_store(settings: Settings):
+    """The history store, or the exit code after a one-line error: 1 when it cannot be opened, 2 when it is off."""
+    from .store import StoreError, open_store
+
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        print(f"rtdash: error: {exc}", file=sys.stderr)
+        return 1
+    if store is None:
+        print("rtdash: error: RTDASH_STORE is none: set it to a file path or a postgresql:// URL", file=sys.stderr)
+        return 2
+    return store
 
 
 def _fill_from_provider(store, settings: Settings, kind: str, start, end):

@@ -417,6 +417,10 @@ class Poller:
             history = pd.concat([history, df], ignore_index=True) if len(history) else df.reset_index(drop=True)
             self._history = history.groupby(SERIES[self.kind], sort=False).tail(self.backlog).reset_index(drop=True)
             subscribers = list(self._subscribers.values())
+        self._deliver(subscribers, df)
+
+    def _deliver(self, subscribers: list, df: pd.DataFrame) -> None:
+        """Hand ``df`` to each subscriber (outside the lock); one that cannot take it is dropped."""
         for sub in subscribers:
             try:
                 sub.deliver(df)
@@ -437,13 +441,7 @@ class Poller:
             )
             self._history = history.groupby(SERIES[self.kind], sort=False).tail(self.backlog).reset_index(drop=True)
             subscribers = list(self._subscribers.values())
-        for sub in subscribers:
-            try:
-                sub.deliver(df)
-                self.updates += 1
-            except Exception:
-                log.debug("dropping a subscriber that cannot take updates", exc_info=True)
-                self._unsubscribe(sub.id)
+        self._deliver(subscribers, df)
 
     def subscribe(self, callback: Callable[[pd.DataFrame], None], *, direct: bool = False) -> Subscription:
         """Call ``callback(new_rows)`` after every fetch, on the caller's own loop, until cancelled.

@@ -54,7 +54,7 @@ pytest:
 
 # The inner loop: no browser, no PostgreSQL, nothing marked slow (no system packages needed).
 test-fast: install
-	$(PYTHON) -m pytest -m "not ui and not postgres and not slow" -q
+	$(PYTHON) -m pytest -m "not ui and not postgres and not slow" -q -n $(PYTEST_WORKERS) --dist loadfile
 
 run: $(VENV)
 	$(PYTHON) -m pip install -q -e . && $(PYTHON) -m panel serve realtime_dashboard.py --show

@@ -65,23 +65,34 @@ def unit_refusal(got_units: dict, units: str, provider: str) -> RejectedRow | No
     return None
 
 
+def _places(body, count: int, provider: str) -> list:
+    """The places of a forecast answer, in the order asked: one place answers with an object, several with a list."""
+    places = body if isinstance(body, list) else [body]
+    if len(places) != count:
+        raise unexpected(provider, f"{len(places)} places for {count} asked")
+    return places
+
+
+def _units(place: dict, key: str) -> dict:
+    """The units a place's answer names under ``key`` (none when absent or malformed)."""
+    units = place.get(key)
+    return units if isinstance(units, dict) else {}
+
+
 def parse_current(body, count: int, units: str, provider: str = "Open-Meteo") -> list[dict | RejectedRow]:
     """One dict of ``temperature, humidity, wind_speed`` per place, in ``units``, from a forecast answer.
 
     One place answers with an object, several with a list of objects in the order asked.  A place whose
     ``current_units`` name a unit that cannot be converted to ``units`` gives a :class:`RejectedRow` instead.
     """
-    places = body if isinstance(body, list) else [body]
-    if len(places) != count:
-        raise unexpected(provider, f"{len(places)} places for {count} asked")
+    places = _places(body, count, provider)
     out: list[dict | RejectedRow] = []
     for place in places:
         current = place.get("current") if isinstance(place, dict) else None
         if not isinstance(current, dict):
             raise unexpected(provider, "no 'current' values")
         # Values come in the units asked for (REQUEST_UNITS) unless ``current_units`` says otherwise.
-        got_units = place.get("current_units")
-        got_units = got_units if isinstance(got_units, dict) else {}
+        got_units = _units(place, "current_units")
         refused = unit_refusal(got_units, units, provider)
         if refused is not None:
             out.append(refused)
@@ -124,16 +135,13 @@ def parse_past(body, count: int, units: str, provider: str = "Open-Meteo") -> li
     """Per place, the ``minutely_15`` rows (``time, temperature, humidity, wind_speed`` in ``units``) of a forecast
     answer with past data: ``{"minutely_15": {"time": [...], "temperature_2m": [...], ...}, "minutely_15_units":
     {...}}``.  Units are read as for ``current`` (:func:`unit_refusal`); a time that is not one drops its row."""
-    places = body if isinstance(body, list) else [body]
-    if len(places) != count:
-        raise unexpected(provider, f"{len(places)} places for {count} asked")
+    places = _places(body, count, provider)
     out: list[list[dict] | RejectedRow] = []
     for place in places:
         data = place.get("minutely_15") if isinstance(place, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("time"), list):
             raise unexpected(provider, "no 'minutely_15' values")
-        got_units = place.get("minutely_15_units")
-        got_units = got_units if isinstance(got_units, dict) else {}
+        got_units = _units(place, "minutely_15_units")
         refused = unit_refusal(got_units, units, provider)
         if refused is not None:
             out.append(refused)

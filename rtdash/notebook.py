@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import logging
 import sys
@@ -170,7 +171,10 @@ def _main_thread_comm(base: type) -> type:
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            on_error = self._on_error
+            on_msg, on_error = self._on_msg, self._on_error
+            if isinstance(on_msg, functools.partial) and on_msg.args:  # Panel's: partial(_on_msg, root ref, manager)
+                ref = on_msg.args[0]
+                self._on_msg = lambda msg: on_msg(_known_models_only(ref, msg))
 
             def logged(error: Exception) -> None:
                 log.error("a notebook output's callback failed: %s: %s", type(error).__name__, error, exc_info=error)
@@ -187,6 +191,34 @@ def _main_thread_comm(base: type) -> type:
 
     MainThreadComm.__name__ = MainThreadComm.__qualname__ = f"MainThread{base.__name__}"
     return MainThreadComm
+
+
+def _known_models_only(ref: str, msg: dict) -> dict:
+    """``msg`` (a page's ``PATCH-DOC`` for the output ``ref``) without the changes to models its document no longer
+    holds.
+
+    Panel's comm manager in the page sends its changes in batches, and Bokeh's ``Document.apply_json_patch`` drops a
+    whole patch, at debug level, when one change names a model the document has let go of.  A dynamic tab hidden in
+    the kernel lets go of its charts while the page may still report their auto-ranged axes, in the same batch as
+    the next tab click: the click was dropped with them, the page showed the Live tab's header over a blank panel and
+    its charts stopped (the kernel went on thinking History was shown).  Only the stale changes are dropped here.
+    """
+    views = pn.state._views
+    content = msg.get("content")
+    if ref not in views or not isinstance(content, dict) or not isinstance(content.get("events"), list):
+        return msg
+    models = views[ref][2].models
+    events = content["events"]
+    kept = [
+        event
+        for event in events
+        if not (isinstance(event, dict) and event.get("kind") == "ModelChanged")
+        or models.get_by_id(str((event.get("model") or {}).get("id"))) is not None
+    ]
+    if len(kept) == len(events):
+        return msg
+    log.debug("a notebook output's patch named %d model(s) it no longer shows: dropped", len(events) - len(kept))
+    return {**msg, "content": {**content, "events": kept}}
 
 
 def on_main_thread(fn, *args) -> None:

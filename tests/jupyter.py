@@ -546,7 +546,14 @@ for _v in _gc.get_objects():
                 ref: len(_pn.state._views[ref][2].callbacks._held_events) for ref in (_o.outputs() if _o else ())
             },
         })
+_tabs = []
+for _t in _gc.get_objects():
+    if isinstance(_t, _pn.Tabs):
+        _tabs.append({"active": _t.active, "models": {
+            _ref: [_m.active, [type(_p.child).__name__ for _p in _m.tabs]] for _ref, (_m, _) in _t._models.items()
+        }})
 print(_json.dumps({
+    "tabs": _tabs,
     "status": {k: p.status.snapshot() for k, p in _rt.pollers.items()},
     "subscribers": {k: p.subscriber_count for k, p in _rt.pollers.items()},
     "history": {k: len(p.history()) for k, p in _rt.pollers.items()},
@@ -557,11 +564,33 @@ print(_json.dumps({
 """
 
 
+TABS_JS = _js(
+    """
+  const out = [];
+  for (const view of window.Bokeh?.index?.roots ?? []) {
+    for (const m of view.model.document?._all_models.values() ?? []) {
+      if (m._event_buffer !== undefined) {
+        out.push({root: view.model.id, comm_manager: m.id, blocked: m._blocked, buffered: m._event_buffer.length,
+                  events: m._event_buffer.map((e) => `${e.model?.id}.${e.attr}=${JSON.stringify(e.new)?.slice(0, 40)}`),
+                  past_timeout_ms: Date.now() - m._timeout, timeout: m.timeout, debounce: m.debounce});
+        continue;
+      }
+      if (m.type !== "Tabs" && m.constructor.__name__ !== "Tabs") continue;
+      out.push({root: view.model.id, id: m.id, active: m.active,
+                children: m.tabs.map((p) => p.child.constructor.__name__ + ":" + p.child.id)});
+    }
+  }
+  return out;
+"""
+)
+
+
 def diagnosis(page, index: int, column: str) -> str:
     """What the page and the kernel say about a series that did not grow (for a failure's message)."""
     try:
         found = [s for s in series(page, column) if s["cell"] == index]
+        tabs = page.evaluate(TABS_JS)
         kernel = kernel_exec(page, DIAGNOSIS)
     except Exception as exc:  # a diagnosis must not hide the failure it explains
         return f"(no diagnosis: {exc!r})"
-    return f"page series of cell {index}: {found}\nkernel: {kernel[-6000:]}"
+    return f"page series of cell {index}: {found}\npage tabs: {tabs}\nkernel: {kernel[-6000:]}"

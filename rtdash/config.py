@@ -174,6 +174,14 @@ class Settings(param.Parameterized):
         inclusive_bounds=(False, True),
         doc="How much of the recent past to fetch from the providers at start (e.g. 6h, at most 92d); none: none.",
     )
+    gap_search = param.Number(
+        default=2 * DAY,
+        allow_None=True,
+        bounds=(0, 92 * DAY),
+        inclusive_bounds=(False, True),
+        doc="How far back the store is searched for holes at start, filled from the providers (e.g. 2d, at most "
+        "92d); none: no search.",
+    )
     history_budget = param.Integer(
         default=60,
         bounds=(0, 3600),

@@ -26,6 +26,7 @@ from ..config import format_duration
 from ..sources import SERIES, Source, SourceError, redact
 from ..sources.base import HistoryUnavailable
 from ..sources.http import retry_wait
+from ..store import StoreError
 
 if TYPE_CHECKING:
     from .poller import Poller
@@ -206,8 +207,50 @@ def _merged(gaps: list[Gap]) -> list[Gap]:
     return sorted(out, key=lambda g: g.start)
 
 
+def holes(
+    store, kind: str, names: list[str], start: pd.Timestamp, end: pd.Timestamp, *, bucket: float, shortest: float
+) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
+    """Per series, the ranges within ``[start, end)`` at least ``shortest`` seconds long in which ``store`` holds no
+    row (counted in buckets of ``bucket`` seconds, in the database).  A stretch before a series' first stored row is
+    not a hole: only what lies between rows, or after the last one up to ``end``."""
+    step = pd.Timedelta(seconds=bucket)
+    least = pd.Timedelta(seconds=max(shortest, bucket))
+    counts = store.aggregate(kind, start, end, step, series=names)
+    out: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+    for name in names:
+        oldest, _ = store.bounds(kind, [name])
+        if oldest is None or oldest >= end:
+            continue
+        times = sorted(counts.loc[counts[SERIES[kind]] == name, "time"])
+        # Edges: the last row before the window (or the window's start when the series began before it), the
+        # buckets that hold rows, and the window's end.
+        edges = [start - step] if oldest < start else []
+        found = []
+        lefts = [*edges, *times]
+        for left, right in zip(lefts, [*lefts[1:], end], strict=True):
+            a, b = max(left + step, start), right
+            if b - a >= least:
+                found.append((a, b))
+        if found:
+            out[name] = found
+    return out
+
+
+def _coalesced(spans: list[tuple[pd.Timestamp, pd.Timestamp]], span: float) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Ranges joined while the whole still fits one page of ``span`` seconds (one request instead of several: the
+    rows between them are written again, which adds nothing); newest first."""
+    out: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    for a, b in sorted(spans):
+        if out and b - out[-1][0] <= pd.Timedelta(seconds=span):
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out[::-1]
+
+
 class HistoryFiller:
-    """Fetches a poller's past from its provider on a thread of its own: at start, and after a hole.
+    """Fetches a poller's past from its provider on a thread of its own: at start, the holes the store shows, and
+    after an outage.
 
     The rows go to :meth:`Poller.add_past` (live charts, the store writer); ``poller.status`` says how many were
     filled (``filled``) and what is still missing (``history``).
@@ -284,28 +327,87 @@ class HistoryFiller:
                 ranges[name] = (start, max(gap.end, ranges[name][1]) if name in ranges else gap.end)
         return self.request(ranges) if ranges else None
 
+    def search(self, store, back: float | None) -> Future | None:
+        """Look for holes in ``store`` over the ``back`` seconds before the recent past that :meth:`start` fetches
+        (a server that was down yesterday, a provider out for an hour), and fill them from the provider, newest
+        first, after that fetch and within the same budget.  The store is read on the filler's thread."""
+        if not self.enabled or not back or store is None:
+            return None
+        try:
+            return self._executor.submit(self._search, store, back)
+        except RuntimeError:  # stopped
+            return None
+
+    def _search(self, store, back: float) -> FillResult | None:
+        kind, source = self.poller.kind, self.poller.source.history_provider
+        now = pd.Timestamp.now(tz="UTC")
+        end = now - pd.Timedelta(seconds=self.past or 0)
+        start = end - pd.Timedelta(seconds=back)
+        bucket = max(source.resolution, self.poller.interval)
+        try:
+            found = holes(
+                store, kind, list(self.poller.source.series), start, end, bucket=bucket, shortest=GAP_INTERVALS * bucket
+            )
+        except Exception as exc:  # the store down or failing (or a bug): logged, said, and the live polls go on
+            bug = not isinstance(exc, StoreError)
+            why = redact(repr(exc), self.secrets)
+            log.warning("%s: the store could not be searched for holes: %s", kind, why, exc_info=bug)
+            self._update(message=redact(f"holes not searched: {exc}", self.secrets))
+            return None
+        if not found:
+            return None
+        if source.batched:  # one request answers every series: the union of their holes, asked for all of them
+            spans = _coalesced([h for hs in found.values() for h in hs], source.page_span)
+            jobs = [{name: span for name in self.poller.source.series} for span in spans]
+        else:
+            jobs = [{name: span} for name, hs in found.items() for span in _coalesced(hs, source.page_span)]
+            jobs.sort(key=lambda job: next(iter(job.values()))[1], reverse=True)
+        log.info(
+            "%s: %d hole(s) in the store over the %s before the last %s; asking %s",
+            kind,
+            sum(len(hs) for hs in found.values()),
+            format_duration(back),
+            format_duration(self.past or 0),
+            source.label,
+        )
+        return self._run(*jobs)
+
     def request(self, ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]) -> Future | None:
         try:
             return self._executor.submit(self._run, ranges)
         except RuntimeError:  # stopped
             return None
 
-    def _run(self, ranges) -> FillResult | None:
+    def _run(self, *jobs: dict[str, tuple[pd.Timestamp, pd.Timestamp]]) -> FillResult | None:
+        """Fill each of ``jobs`` (``{name: (start, end)}``) in turn; the status says what they did together."""
         kind, source = self.poller.kind, self.poller.source.history_provider
         self._update(state="filling")
+        result = FillResult()
         try:
-            result = fill(
-                source,
-                ranges,
-                budget=self.budget,
-                on_rows=self.poller.add_past,
-                stop=self._stop,
-                backoff_max=self.backoff_max,
-            )
+            for ranges in jobs:
+                if self._stop.is_set():
+                    break
+                one = fill(
+                    source,
+                    ranges,
+                    budget=self.budget,
+                    on_rows=self.poller.add_past,
+                    stop=self._stop,
+                    backoff_max=self.backoff_max,
+                )
+                result.rows += one.rows
+                result.requests += one.requests
+                result.calls += one.calls
+                result.rejected += one.rejected
+                result.missing += one.missing
         except Exception as exc:  # a bug must not end the thread silently: logged, and said in the status
             log.warning("%s history from %s failed", kind, source.label, exc_info=True)
             self._update(state="error", message=redact(f"{source.label}: {exc!r}", self.secrets))
             return None
+        ranges = {}
+        for job in jobs:
+            for name, (a, b) in job.items():
+                ranges.setdefault(name, []).append((a, b))
         with self._lock:
             # What was missing before and was asked for again now is what this fill says is missing.
             self._missing = [g for g in self._missing if not _covered(g, ranges)]
@@ -339,6 +441,6 @@ class HistoryFiller:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _covered(gap: Gap, ranges: dict[str, tuple[pd.Timestamp, pd.Timestamp]]) -> bool:
-    """Whether ``ranges`` (a fill just asked for) covered all of ``gap``."""
-    return all(name in ranges and ranges[name][0] <= gap.start and gap.end <= ranges[name][1] for name in gap.names)
+def _covered(gap: Gap, ranges: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]) -> bool:
+    """Whether ``ranges`` (what a fill just asked for, per series) covered all of ``gap``."""
+    return all(any(a <= gap.start and gap.end <= b for a, b in ranges.get(name, ())) for name in gap.names)

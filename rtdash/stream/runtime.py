@@ -1,5 +1,5 @@
 """The process-wide live state: one poller per source per distinct settings, shared by every session, each with a
-filler of the provider's own history (the recent past at start, holes after an outage)."""
+filler of the provider's own history (the recent past at start, the store's holes, holes after an outage)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ class Runtime:
             return self
         for poller in self.pollers.values():
             poller.filler.start()  # on its own thread, alongside the first live poll (which it must not see)
+            if self.writer is not None:  # then the holes further back in the store, on the same thread
+                poller.filler.search(self.store, self.settings.gap_search)
             poller.start()
         return self
 

@@ -384,3 +384,80 @@ def test_the_history_settings_read_as_documented():
     settings = Settings.load(environ={"RTDASH_PAST": "none", "RTDASH_HISTORY_BUDGET": "0"}, dotenv=None)
     assert settings.past is None and settings.history_budget == 0
     assert Settings.load(environ={"RTDASH_PAST": "1d"}, dotenv=None).past == 86400
+
+
+def _minutes(asset: str, start: pd.Timestamp, end: pd.Timestamp, source: str = "coinbase") -> pd.DataFrame:
+    times = pd.date_range(start.ceil("min"), end, freq="min", inclusive="left")
+    return pd.DataFrame({"time": times, "asset": asset, "quote": "USD", "price": 65000.0, "source": source})
+
+
+def test_holes_are_the_stretches_between_stored_rows_not_before_the_first(tmp_path):
+    from rtdash.store.duckdb import DuckDBStore
+    from rtdash.stream.history import holes
+
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+    h = pd.Timedelta(hours=1)
+    with DuckDBStore(tmp_path / "h.duckdb") as store:
+        # BTC: rows from 30 h to 20 h ago and from 18 h to 10 h ago; ETH: rows from 12 h ago only.
+        store.write("price", _minutes("BTC", now - 30 * h, now - 20 * h))
+        store.write("price", _minutes("BTC", now - 18 * h, now - 10 * h))
+        store.write("price", _minutes("ETH", now - 12 * h, now - 11 * h))
+        found = holes(store, "price", ["BTC", "ETH", "SOL"], now - 26 * h, now - 6 * h, bucket=60, shortest=180)
+    minute = pd.Timedelta(minutes=1)
+    (first, last) = found["BTC"]
+    assert abs(first[0] - (now - 20 * h)) <= minute and abs(first[1] - (now - 18 * h)) <= minute
+    assert abs(last[0] - (now - 10 * h)) <= minute and last[1] == now - 6 * h
+    (eth,) = found["ETH"]  # nothing before its first row counts; after its last, up to the window's end
+    assert abs(eth[0] - (now - 11 * h)) <= minute and eth[1] == now - 6 * h
+    assert "SOL" not in found  # never stored: no hole, nothing to ask
+
+
+def test_a_hole_further_back_in_the_store_is_filled_at_start_and_not_asked_twice(make_settings, fake_api, tmp_path):
+    """A server that was down yesterday from 20 h to 18 h ago, and stopped 7 h ago: at start the recent 6 h are
+    fetched, then the store's holes over the day before: the two hours of yesterday and the hour before the recent
+    past, stored as candles.  The next start finds nothing to ask."""
+    from rtdash.store.duckdb import DuckDBStore
+    from rtdash.stream import stop_all
+
+    path = tmp_path / "rtdash.duckdb"
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+    h = pd.Timedelta(hours=1)
+    with DuckDBStore(path) as store:
+        store.write("price", _minutes("BTC", now - 30 * h, now - 20 * h))
+        store.write("price", _minutes("BTC", now - 18 * h, now - 7 * h))
+    env = dict(RTDASH_PRICE_SOURCE="coinbase", RTDASH_WEATHER_SOURCE="simulated", RTDASH_STORE=str(path))
+    settings = make_settings(RTDASH_PAST="6h", RTDASH_GAP_SEARCH="1d", **env)
+    runtime = get_runtime(settings)
+
+    def asked():
+        return sorted(
+            (int(r.query["start"]), int(r.query["end"])) for r in fake_api.requests if r.provider == "coinbase-history"
+        )
+
+    # The recent past (2 pages of at most 349 minutes), then one page per hole (20-18 h, 7-6 h ago).
+    wait_until(lambda: len(asked()) >= 4 and runtime.price.status.history.get("state") == "ok", 60, message="fills")
+    assert runtime.writer.flush(30)
+    hole = runtime.store.read("price", now - 20 * h, now - 18 * h, ["BTC"])
+    candles = hole[hole["source"] == "coinbase/1min"]
+    assert len(candles) >= 118, f"{len(candles)} candles in the 2-hour hole"
+    recent_edge = runtime.store.read("price", now - 7 * h, now - 6 * h, ["BTC"])
+    assert (recent_edge["source"] == "coinbase/1min").sum() >= 58
+    yesterday = [(a, b) for a, b in asked() if b <= (now - 17 * h).timestamp()]
+    assert len(yesterday) == 1, asked()
+    assert runtime.status()["price"]["history"]["missing"] == []
+    stop_all()
+
+    before = len(asked())
+    runtime = get_runtime(settings)  # a restart a moment later: the store has no hole any more
+    wait_until(lambda: runtime.price.status.history.get("state") == "ok", 60, message="the restart's fill")
+    runtime.price.filler._executor.submit(lambda: None).result(60)  # the search ran (same thread, after the fill)
+    assert [(a, b) for a, b in asked()[before:] if b <= (now - 6 * h).timestamp()] == []
+
+
+def test_the_hole_search_is_bounded_and_can_be_off():
+    from rtdash.config import Settings, SettingsError
+
+    assert Settings.load(environ={}, dotenv=None).gap_search == 2 * 86400
+    assert Settings.load(environ={"RTDASH_GAP_SEARCH": "none"}, dotenv=None).gap_search is None
+    with pytest.raises(SettingsError, match="RTDASH_GAP_SEARCH='93d' is invalid: expected a duration of at most 92d"):
+        Settings.load(environ={"RTDASH_GAP_SEARCH": "93d"}, dotenv=None)

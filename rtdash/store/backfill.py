@@ -7,10 +7,8 @@ times that are new since the last run.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
-import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -18,15 +16,11 @@ import pandas as pd
 
 from ..config import Settings
 from ..sources import SimulatedWeather
-from ..sources.simulated import START_PRICES
+from ..sources.simulated import START_PRICES, _noise, _stable, _waves
 from .base import Store
 
 CHUNK = 50_000  # timestamps per generated and written batch (absolute: chunk i always covers the same times)
 DAY = 86400.0
-
-
-def _stable(name: str) -> int:
-    return zlib.crc32(name.encode())
 
 
 def aligned_times(days: float, every: pd.Timedelta, now: pd.Timestamp | None = None) -> pd.DatetimeIndex:
@@ -35,28 +29,6 @@ def aligned_times(days: float, every: pd.Timedelta, now: pd.Timestamp | None = N
     end = (pd.Timestamp.now(tz="UTC") if now is None else now).value // step * step
     start = end - int(days * DAY * 1e9) // step * step
     return pd.DatetimeIndex(np.arange(start, end + 1, step, dtype="int64").astype("datetime64[ns]"), tz="UTC")
-
-
-def _noise(seed: int, name: str, index: np.ndarray, scale: float) -> np.ndarray:
-    """Standard normal noise that depends only on (seed, name, absolute index): the same for every run."""
-    out = np.empty(len(index))
-    chunks = index // CHUNK
-    for chunk in np.unique(chunks):
-        values = np.random.default_rng([seed, _stable(name), int(chunk) & 0x7FFFFFFF]).normal(0, scale, CHUNK)
-        mask = chunks == chunk
-        out[mask] = values[index[mask] - chunk * CHUNK]
-    return out
-
-
-def _waves(seed: int, name: str, seconds: np.ndarray, amplitude: float) -> np.ndarray:
-    """A smooth random-looking path: sines from 30 days down to 1 minute, amplitude growing like sqrt(period)."""
-    rng = np.random.default_rng([seed, _stable(name), 7])
-    periods = np.geomspace(30 * DAY, 60, 28)
-    phases = rng.uniform(0, 2 * math.pi, len(periods))
-    out = np.zeros(len(seconds))
-    for period, phase in zip(periods, phases, strict=True):
-        out += amplitude * math.sqrt(period / DAY) * np.sin(2 * math.pi * (seconds % period) / period + phase)
-    return out
 
 
 def simulated_rows(kind: str, settings: Settings, times: pd.DatetimeIndex, index: np.ndarray) -> pd.DataFrame:

@@ -21,7 +21,7 @@ def settings(**env: str) -> Settings:
 
 
 def prices(source: SimulatedPrice, n: int) -> list[list[float]]:
-    return [source.fetch()["price"].tolist() for _ in range(n)]
+    return [source.fetch(NOON_UTC + pd.Timedelta(seconds=i))["price"].tolist() for i in range(n)]
 
 
 def test_prices_are_deterministic_for_a_seed() -> None:
@@ -90,3 +90,21 @@ def test_weather_rows_in_each_unit() -> None:
     assert (again["lat"].iloc[1], again["lon"].iloc[1]) == (df["lat"].iloc[1], df["lon"].iloc[1])
     assert -90 <= df["lat"].iloc[1] <= 90 and -180 <= df["lon"].iloc[1] <= 180
     assert df["humidity"].between(5, 100).all() and (df["wind_speed"] >= 0).all()
+
+
+def test_live_simulation_continues_where_its_history_ends() -> None:
+    """The live walk and the weather follow the history's seeded path: no jump where the history ends."""
+    env = {"RTDASH_ASSETS": "BTC,NEWCOIN", "RTDASH_CITIES": "Berlin,Lagos", "RTDASH_SEED": "5"}
+    for seed_now in (NOON_UTC, NOON_UTC + pd.Timedelta(days=3, hours=7)):
+        price = SimulatedPrice(settings=settings(**env))
+        past = price.history_page(seed_now - pd.Timedelta(minutes=5), seed_now, price.series)
+        live = price.fetch(seed_now)
+        for asset in price.series:
+            last = past.loc[past["asset"] == asset, "price"].iloc[-1]
+            now_price = live.loc[live["asset"] == asset, "price"].iloc[0]
+            assert abs(now_price / last - 1) < 0.005, (asset, last, now_price)
+        weather = SimulatedWeather(settings=settings(**env))
+        past = weather.history_page(seed_now - pd.Timedelta(minutes=5), seed_now, weather.series)
+        for city, lat, lon in (("Berlin", 52.52, 13.41), ("Lagos", 6.45, 3.39)):
+            last = past.loc[past["city"] == city, "temperature"].iloc[-1]
+            assert abs(weather.weather_at(city, lat, lon, seed_now)["temperature"] - last) < 2.0, city

@@ -301,6 +301,7 @@ def test_an_outage_loses_no_row(postgres_server, pg_url, make_settings, caplog):
         RTDASH_PRICE_INTERVAL="100ms",
         RTDASH_WEATHER_INTERVAL="250ms",
         RTDASH_PAST="none",  # live rows only: each is counted in its poller's status
+        RTDASH_GAP_SEARCH="none",  # (no holes filled from the provider either)
     )
     runtime = Runtime(settings)
     store, writer = runtime.store, None

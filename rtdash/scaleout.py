@@ -10,8 +10,11 @@ installs a statement trigger on the ``price`` and ``weather`` tables that sends 
 A viewer's runtime starts a :class:`Follower` instead of its pollers: one connection ``LISTEN``\\s on both channels,
 waiting in ``select`` (no polling loop); on a notification it reads the rows newer than the newest it holds of each
 series and hands them to the pollers' subscribers exactly as a fetch would (``poller.frame.emit``), so the live
-views cannot tell the difference.  When the connection fails it reconnects with backoff and catches up on what it
-missed.  However many viewers and sessions, each API is called once per interval, by the collector.
+views cannot tell the difference.  Rows of a provider's history that the collector stores later than newer rows (a
+hole filled) are announced on ``rtdash_past_price`` / ``rtdash_past_weather`` with the oldest one's time; a viewer
+reads them from there and merges them in (``poller.add_past``).  When the connection fails it reconnects with
+backoff and catches up on what it missed.  However many viewers and sessions, each API is called once per
+interval, by the collector.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .config import Settings, SettingsError, format_duration
 from .sources import SERIES, redact
 from .sources.base import is_history, tidy
 from .store import KINDS
+from .store.postgres import PAST_CHANNEL
 
 log = logging.getLogger("rtdash.scaleout")
 
@@ -109,6 +113,7 @@ class Follower:
                         log.debug("viewer could not install the notify trigger: %s", exc)
                     for kind in KINDS:
                         conn.execute(f"LISTEN {CHANNEL.format(kind=kind)}")
+                        conn.execute(f"LISTEN {PAST_CHANNEL.format(kind=kind)}")
                     if self.status.state != "ok":
                         if self.status.state == "down":
                             log.warning("viewer: following the history store again")
@@ -117,10 +122,15 @@ class Follower:
                     for kind in KINDS:  # what was stored while this viewer was not listening
                         self._catch_up(kind)
                     while not self._stop.is_set():
-                        kinds = {n.channel.removeprefix("rtdash_") for n in conn.notifies(timeout=WAIT)}
+                        notes = list(conn.notifies(timeout=WAIT))
+                        kinds = {n.channel.removeprefix("rtdash_") for n in notes}
                         for kind in sorted(kinds & set(KINDS)):
                             self.status.notifications += 1
                             self._catch_up(kind)
+                        for kind in KINDS:
+                            oldest = [n.payload for n in notes if n.channel == PAST_CHANNEL.format(kind=kind)]
+                            if oldest:
+                                self._take_past(kind, oldest)
                         self._check_silence()
             except Exception as exc:
                 failures += 1
@@ -170,6 +180,28 @@ class Follower:
             rows=poller.status.rows + len(fresh),
         )
         self.status.param.update(rows=self.status.rows + len(fresh), last_rows=now)
+
+    def _take_past(self, kind: str, payloads: list[str]) -> None:
+        """The collector stored rows of a provider's history (a hole filled); those older than the newest this viewer
+        holds were not in :meth:`_catch_up`: read them from the oldest announced and merge them into the history and
+        the live charts' dashed lines.  A payload that is not an epoch in microseconds is ignored."""
+        stamps = [int(p) for p in payloads if p.strip().isdigit() and len(p.strip()) <= 19]
+        newest = self._newest[kind]
+        if not stamps or not newest:
+            return
+        settings, name = self.runtime.settings, SERIES[kind]
+        series = list(settings.assets if kind == "price" else settings.cities)
+        start = pd.Timestamp(min(stamps), unit="us", tz="UTC")
+        end = max(newest.values())
+        if start > end:
+            return  # newer than anything held: _catch_up hands it over
+        df = tidy(self.store.read(kind, start=start, end=end, series=series), kind)
+        past = df[df["source"].map(is_history).astype(bool)]
+        past = past[past["time"] <= past[name].map(newest).astype("datetime64[ns, UTC]")]
+        if len(past):
+            self.runtime.pollers[kind].add_past(past.sort_values("time", kind="stable").reset_index(drop=True))
+            s = self.runtime.pollers[kind].status
+            s.param.update(filled=s.filled + len(past))
 
     def _remember(self, kind: str, df: pd.DataFrame) -> None:
         if len(df):

@@ -35,6 +35,7 @@ except ImportError as exc:  # pragma: no cover - psycopg is a dependency; kept f
 log = logging.getLogger("rtdash.store")
 
 POOL_SIZE = 4
+PAST_CHANNEL = "rtdash_past_{kind}"  # NOTIFY payload: the oldest provider-history row inserted, epoch microseconds
 CONNECT_TIMEOUT = 5  # seconds; an unreachable server must not hang the writer or a session for long
 
 
@@ -174,8 +175,21 @@ class PostgresStore(Store):
         with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
             with cur.copy(f"COPY stage_{kind} ({columns}) FROM STDIN (FORMAT csv, HEADER)") as copy:
                 copy.write(data.getbuffer())
-            cur.execute(f"INSERT INTO {kind} ({columns}) SELECT {columns} FROM stage_{kind} ON CONFLICT DO NOTHING")
-            return cur.rowcount
+            # Rows of a provider's history (``source`` like ``coinbase/1min``) may be older than what a scale-out
+            # viewer holds: the oldest one inserted is announced (rtdash.scaleout), at commit, like every insert.
+            cur.execute(
+                f"WITH new AS (INSERT INTO {kind} ({columns}) SELECT {columns} FROM stage_{kind} "
+                "ON CONFLICT DO NOTHING RETURNING time, source) "
+                f"SELECT count(*), {self._epoch_us('min(time) FILTER (WHERE strpos(source, %(slash)s) > 0)')} FROM new",
+                {"slash": "/"},
+            )
+            inserted, oldest_past = cur.fetchone()
+            if oldest_past is not None:
+                cur.execute(
+                    "SELECT pg_notify(%(channel)s, %(oldest)s)",
+                    {"channel": PAST_CHANNEL.format(kind=kind), "oldest": str(oldest_past)},
+                )
+            return inserted
 
     def _epoch_us(self, expr: str) -> str:
         return f"(extract(epoch FROM {expr}) * 1000000)::int8"

@@ -177,6 +177,18 @@ def test_a_follower_streams_new_rows_and_catches_up_after_an_outage(postgres_ser
         wait_until(write_again, 15)  # stored while the follower may still be reconnecting: caught up, in order
         wait_until(lambda: got() == [1, 2, 3, 4, 5], 30)
         assert follower.status.state == "ok" and follower.status.notifications >= 2
+
+        # A hole filled by the collector, older than the newest row held: announced, read, merged in.
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # a hostile payload first: ignored
+            conn.execute("SELECT pg_notify('rtdash_past_price', 'x' || repeat('9', 40))")
+        hole = rows([-300, -240, -180]).assign(source="coinbase/1min", price=[7.0, 8.0, 9.0])
+        assert writer.write("price", hole) == 3
+        wait_until(
+            lambda: [7.0, 8.0, 9.0] == [p for df in received for p in df.loc[df["source"] != "coinbase", "price"]], 30
+        )
+        assert runtime.price.history()["price"].tolist()[:3] == [7.0, 8.0, 9.0]  # in time order, before the live rows
+        assert runtime.price.status.filled == 3 and follower.status.state == "ok"
+        assert writer.write("price", hole) == 0  # nothing new: nothing announced, nothing handed over twice
     finally:
         follower.stop()
         runtime.stop()

@@ -266,7 +266,7 @@ def _rule(raw: Any, assets: list[str], cities: list[str]) -> Rule:
 def _number_in(raw, key, default, low, high, exclusive_low=False) -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{key} = {str(value)[:40]!r} is invalid: expected a number")
+        raise ValueError(f"{key} = {str(value)[:40]!r} is invalid: expected a finite number")
     if value < low or value > high or (exclusive_low and value == low):
         bound = "more than" if exclusive_low else "at least"
         raise ValueError(f"{key} = {value!r} is invalid: expected a number {bound} {low:g} and at most {high:g}")
@@ -533,8 +533,9 @@ class Alerts:
             state.points.extend(points)
             while state.points and (when - state.points[0][0]).total_seconds() > rule.window:
                 state.points.popleft()
-            first = state.points[0][1]
-            change = abs(value - first) / abs(first) * 100 if first else 0.0
+            # The largest move to the latest value from any value in the window (a rise from its low, a fall from
+            # its high), in percent of that value.
+            change = max((abs(value - v) / abs(v) * 100 for _, v in state.points if v), default=0.0)
             if not state.firing and change > rule.level and self._cooled(rule, state):
                 self._change(rule, state, "firing", value, when)
             elif state.firing and change < rule.level - h:

@@ -73,7 +73,7 @@ def extension() -> None:
     publishes nothing again.
     """
     if not in_kernel():
-        pn.extension("tabulator")
+        pn.extension("tabulator", notifications=True)  # alerts notify every open page (rtdash.views.alerts)
         return
     if _state.loaded:
         return

@@ -104,12 +104,12 @@ class Rule:
         return self.level if self.condition in ("above", "below", "crosses") else None
 
     def describe(self) -> str:
-        """The rule in words: ``BTC price above 70,000``."""
+        """The rule's condition in words: ``above 70,000.00``, ``no fresh weather data for 5min``."""
         if self.condition == "stale":
             return f"no fresh {self.kind} data for {format_duration(self.after)}"
         if self.condition == "change":
-            return f"{self.target} changes by more than {self.level:g}% within {format_duration(self.window)}"
-        return f"{self.target} {self.condition} {_number(self.level)}"
+            return f"a change of more than {self.level:g}% within {format_duration(self.window)}"
+        return f"{self.condition} {_number(self.level)}"
 
 
 def _number(value: float | None) -> str:
@@ -310,10 +310,19 @@ def webhook_secrets(rules: list[Rule]) -> list[str]:
 
 
 def event_text(event: dict) -> str:
-    """One line for a firing or a resolution (the log, the notification, Slack's ``text``)."""
+    """One line for a firing or a resolution (the log, the notification, Slack's ``text``):
+    ``[FIRING] BTC high: BTC price is 71,000.00 (rule: above 70,000.00; warning)``."""
     mark = {"firing": "FIRING", "resolved": "RESOLVED", "fired": "FIRED"}.get(event["state"], event["state"])
-    value = _number(event.get("value"))
-    return f"[{mark}] {event['rule']} ({event['severity']}): {event['condition']} · {event['series']} is {value}"
+    return f"[{mark}] {event['rule']}: {reading(event)} (rule: {event['condition']}; {event['severity']})"
+
+
+def reading(event: dict) -> str:
+    """What the series was at an event: ``BTC price is 71,000.00``; for a staleness rule, how long since fresh data."""
+    value = event.get("value")
+    if event["series"].endswith(" source"):
+        age = "a while" if value is None or not math.isfinite(value) else format_duration(max(round(value), 1))
+        return f"{event['series']}: last fresh data {age} ago"
+    return f"{event['series']} is {_number(value)}"
 
 
 class RuleState:
@@ -609,6 +618,7 @@ class Alerts:
             return [
                 {
                     "rule": rule.name,
+                    "series": rule.target,
                     "severity": rule.severity,
                     "condition": rule.describe(),
                     "since": self.states[rule.name].since.isoformat() if self.states[rule.name].since else None,

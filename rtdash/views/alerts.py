@@ -18,7 +18,7 @@ import panel as pn
 import param
 from bokeh.models import Label, Span
 
-from ..alerts import Rule, event_text
+from ..alerts import Rule, event_text, reading
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
 
@@ -67,7 +67,7 @@ def alerts_html(alerts) -> str:
     if firing:
         items = "".join(
             f'<span class="firing {e(item["severity"])}" data-rule="{e(item["rule"])}"><b>{e(item["rule"])}</b>'
-            f"{e(item['condition'])} · {e(_value(item['value']))} · since {e(_clock(item['since']))}</span>"
+            f"{e(reading(item))} ({e(item['condition'])}) · since {e(_clock(item['since']))}</span>"
             for item in firing
         )
     else:

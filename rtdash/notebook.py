@@ -24,6 +24,7 @@ import panel as pn
 log = logging.getLogger("rtdash")
 
 # Shown until the inline JavaScript has run; a trusted output replaces it with one line saying what loaded.
+NOTIFICATION_CSS = ".notyf__message {font: 14px/1.4 system-ui, sans-serif}"
 JS_CHECK = """<div id="{id}" style="font: 13px/1.4 system-ui, sans-serif; color: #7f1d1d">{message}</div>
 <script>
 (() => {{
@@ -73,7 +74,8 @@ def extension() -> None:
     publishes nothing again.
     """
     if not in_kernel():
-        pn.extension("tabulator", notifications=True)  # alerts notify every open page (rtdash.views.alerts)
+        # Alerts notify every open page (rtdash.views.alerts), in the page's own font.
+        pn.extension("tabulator", notifications=True, raw_css=[NOTIFICATION_CSS])
         return
     if _state.loaded:
         return

@@ -185,8 +185,8 @@ def history_overlay(rules: list[Rule], firings: pd.DataFrame | None, metric: str
             times = times.to_numpy("datetime64[ns]").astype("int64") / 1e6
         data = pd.DataFrame({"time": times, metric: marks["value"].to_numpy(float), "rule": marks["rule"].to_numpy()})
         layers.append(
-            hv.Points(data, ["time", metric], ["rule"], label="alert firings").opts(
-                marker="triangle", size=11, color=COLOURS["critical"], line_color="white", tools=["hover"]
+            hv.Points(data, ["time", metric], ["rule"]).opts(
+                marker="triangle", size=12, color=COLOURS["critical"], line_color="white", tools=["hover"]
             )
         )
     return hv.Overlay(layers)

@@ -450,7 +450,8 @@ class Alerts:
         self.states = {rule.name: RuleState() for rule in self.rules}
         self.evaluations = 0
         self.recent: deque[dict] = deque(maxlen=RECENT)  # newest last
-        self.webhooks = {rule.name: Webhook(rule.webhook, self.secrets) for rule in self.rules if rule.webhook}
+        posts = runtime.settings.role != "viewer"  # a viewer shows the collector's firings; the collector posts them
+        self.webhooks = {r.name: Webhook(r.webhook, self.secrets) for r in self.rules if r.webhook and posts}
         self._lock = threading.RLock()
         self._listeners: dict[int, Callable[[dict], None]] = {}
         self._ids = itertools.count()

@@ -4,6 +4,7 @@ PostgreSQL; the schema is created again without harm."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from rtdash.store import open_store
 from rtdash.store.base import ALERTS_DDL
@@ -47,3 +48,37 @@ def test_a_reopened_store_keeps_its_firings(store_url, store):
 
     with open_store(Settings(store=store_url)) as again:
         assert again.alerts()["state"].tolist() == ["firing"]
+
+
+@pytest.mark.parametrize("every_point", [False, True])
+def test_history_draws_the_levels_and_marks_the_firings(store_url, make_settings, tmp_path, every_point):
+    import holoviews as hv
+    from bokeh.models import ColumnDataSource, Span
+
+    from rtdash.stream import Runtime
+    from rtdash.views.history import HistoryView
+    from tests.store.test_store import prices
+
+    rules = tmp_path / "alerts.toml"
+    rules.write_text(
+        '[[rule]]\nname = "BTC high"\nasset = "BTC"\nabove = 70000\n'
+        '[[rule]]\nname = "ETH low"\nasset = "ETH"\nbelow = 10\n'  # another asset: not on BTC's chart
+    )
+    runtime = Runtime(make_settings(RTDASH_STORE=store_url, RTDASH_ASSETS="BTC,ETH", RTDASH_ALERTS=str(rules)))
+    try:
+        now = pd.Timestamp.now(tz="UTC").floor("s")
+        runtime.store.write("price", prices(120, start=now - pd.Timedelta("2h"), every="1min"))
+        runtime.store.write_alert(event("firing", str(now - pd.Timedelta("1h")).removesuffix("+00:00"), 71000))
+        runtime.store.write_alert(event("resolved", str(now - pd.Timedelta("30min")).removesuffix("+00:00"), 69000))
+        view = HistoryView(runtime=runtime, every_point=every_point)
+        figure = hv.renderer("bokeh").get_plot(view._plot.object).state
+        spans = [m for m in figure.select({"type": Span}) if m.dimension == "width"]
+        assert [span.location for span in spans] == [70000]
+        marks = [m.data for m in figure.select({"type": ColumnDataSource}) if "rule" in m.data]
+        assert len(marks) == 1 and list(marks[0]["rule"]) == ["BTC high"] and list(marks[0]["price"]) == [71000]
+        expected = (now - pd.Timedelta("1h")).tz_localize(None)
+        shown = marks[0]["time"][0]
+        shown = pd.Timestamp(shown, unit="ms") if every_point else pd.Timestamp(shown)
+        assert shown == expected
+    finally:
+        runtime.stop()

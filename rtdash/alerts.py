@@ -331,6 +331,7 @@ class RuleState:
     def __init__(self) -> None:
         self.firing = False
         self.since: pd.Timestamp | None = None  # when the current firing began
+        self.since_value: float | None = None  # the value it began with
         self.value: float | None = None  # the value at the last evaluation
         self.last_fired = -math.inf  # monotonic, for the cooldown
         self.side = 0  # crosses: +1 above the band, -1 below, 0 not known yet
@@ -573,6 +574,7 @@ class Alerts:
             state.fired += 1
         state.firing = what == "firing"
         state.since = pd.Timestamp(when) if state.firing else None
+        state.since_value = float(value) if state.firing else None
         event = {
             "rule": rule.name,
             "series": rule.target,
@@ -613,8 +615,13 @@ class Alerts:
     def listeners(self) -> int:
         return len(self._listeners)
 
+    def version(self) -> tuple:
+        """Changes when what the Alerts list shows changes (an event, a webhook's failure or delivery)."""
+        hooks = tuple((h.status.failures, h.status.delivered, h.status.given_up) for h in self.webhooks.values())
+        return len(self.recent), self.recent[-1]["time"] if self.recent else None, hooks
+
     def firing(self) -> list[dict]:
-        """The rules firing now: name, severity, what, since and value."""
+        """The rules firing now: name, series, severity, condition, since when and the value they fired with."""
         with self._lock:
             return [
                 {
@@ -623,7 +630,7 @@ class Alerts:
                     "severity": rule.severity,
                     "condition": rule.describe(),
                     "since": self.states[rule.name].since.isoformat() if self.states[rule.name].since else None,
-                    "value": self.states[rule.name].value,
+                    "value": self.states[rule.name].since_value,
                 }
                 for rule in self.rules
                 if self.states[rule.name].firing
@@ -681,6 +688,7 @@ class Alerts:
             state.firing = row.state == "firing"
             state.since = when if state.firing else None
             state.value = None if pd.isna(row.value) else float(row.value)
+            state.since_value = state.value if state.firing else None
             if row.state in ("firing", "fired"):
                 state.fired += notify  # a viewer counts what it is told of, not what happened before it started
             event = {

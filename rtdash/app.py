@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the
     # output is gone, so that its views end their subscriptions (rtdash.views.OutputGuard).
     guard = [OutputGuard()] if in_kernel() else []
-    alerts = [AlertsView(runtime=runtime)] if runtime.alerts.rules else []  # firing now, recent, notifications
+    alerts = [AlertsView(alerts=runtime.alerts)] if runtime.alerts.rules else []  # firing now, recent, notifications
     return pn.Column(header, status.banner, *alerts, url, tabs, *guard, sizing_mode="stretch_width")
 
 

@@ -296,3 +296,32 @@ def test_yaml_and_the_example_file_give_rules(tmp_path):
     settings = Settings.load(environ={"RTDASH_ALERTS": str(example), "RTDASH_ASSETS": "BTC,ETH"}, dotenv=None)
     assert {r.condition for r in settings.rules} == {"above", "below", "crosses", "change", "stale"}
     assert Settings.load(environ={"RTDASH_ALERTS": "none"}, dotenv=None).rules == []
+
+
+def test_the_alerts_list_and_notifications_show_names_as_text(tmp_path):
+    from rtdash.views.alerts import AlertsView, alerts_html
+
+    hostile = "<img src=x onerror=alert(1)>"
+    alerts = _evaluator(f'[[rule]]\nname = "{hostile}"\nasset = "BTC"\nabove = 100\n', tmp_path)
+    assert "no rule firing (1 rules watched)" in alerts_html(alerts)
+    alerts.evaluate("price", _prices(150))
+    page = alerts_html(alerts)
+    assert hostile not in page and html_escape(hostile) in page
+    assert "BTC price is 150.00 at 2026-01-01 00:00:00 UTC (above 100.00)" in page
+    assert "Recent firings and resolutions (1)" in page
+
+    shown = []
+    notifications = SimpleNamespace(**{level: lambda text, duration, level=level: shown.append((level, text))
+                                       for level in ("info", "warning", "error", "success")})  # fmt: skip
+    view = AlertsView(alerts=alerts)
+    view._notifications = notifications
+    alerts.evaluate("price", _prices(90))
+    resolved = f"[RESOLVED] {hostile}: BTC price is 90.00 (rule: above 100.00; warning)"
+    assert shown == [("success", html_escape(resolved))]
+    assert "no rule firing" in view._pane.object and "Recent firings and resolutions (2)" in view._pane.object
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

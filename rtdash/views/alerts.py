@@ -18,11 +18,11 @@ import panel as pn
 import param
 from bokeh.models import Label, Span
 
-from ..alerts import Rule, event_text, reading
-from ..stream import Runtime
+from ..alerts import Alerts, Rule, event_text, reading
 from ..stream.poller import current_dispatch
 
 SHOWN_RECENT = 10
+REFRESH_MS = 1000  # how often a page looks for a change the events did not bring (a webhook failing)
 COLOURS = {"info": "#2563eb", "warning": "#d97706", "critical": "#dc2626"}
 NOTIFY = {"info": "info", "warning": "warning", "critical": "error"}
 NOTIFY_MS = {"firing": 15_000, "fired": 15_000, "resolved": 8_000}
@@ -67,7 +67,7 @@ def alerts_html(alerts) -> str:
     if firing:
         items = "".join(
             f'<span class="firing {e(item["severity"])}" data-rule="{e(item["rule"])}"><b>{e(item["rule"])}</b>'
-            f"{e(reading(item))} ({e(item['condition'])}) · since {e(_clock(item['since']))}</span>"
+            f"{e(reading(item))} at {e(_clock(item['since']))} ({e(item['condition'])})</span>"
             for item in firing
         )
     else:
@@ -100,21 +100,24 @@ def alerts_html(alerts) -> str:
 class AlertsView(pn.viewable.Viewer):
     """One session's Alerts list and notifications; listens to the runtime's alerts until the session ends."""
 
-    runtime = param.ClassSelector(class_=Runtime, precedence=-1, doc="The runtime whose alerts to show.")
+    alerts = param.ClassSelector(class_=Alerts, precedence=-1, doc="The runtime's alerts (runtime.alerts).")
 
     _stylesheets: ClassVar[list[str]] = [ALERTS_CSS]
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.alerts = self.runtime.alerts
         self._pane = pn.pane.HTML(
             alerts_html(self.alerts), stylesheets=[ALERTS_CSS], sizing_mode="stretch_width", margin=(0, 10, 6, 10)
         )
+        self._shown = self.alerts.version()
         self._notifications = pn.state.notifications  # this session's (None without notifications=True)
         self._dispatch, doc = current_dispatch()
         self._cancel = self.alerts.listen(self._heard)
         if doc is not None:
             pn.state.on_session_destroyed(lambda _context: self._cancel())
+            # Webhook failures come between events, and Panel drops changes made before the page is ready: the list
+            # is looked at again every REFRESH_MS once the page is ready (redrawn only when it changed).
+            pn.state.onload(lambda: doc.add_periodic_callback(self.refresh, REFRESH_MS))
 
     def _heard(self, event: dict) -> None:
         """On the pollers' thread: show ``event`` on this session's own loop."""
@@ -124,11 +127,19 @@ class AlertsView(pn.viewable.Viewer):
             self._dispatch(lambda: self.show(event))
 
     def show(self, event: dict) -> None:
-        """A notification of ``event`` and the list redrawn."""
+        """A notification of ``event`` (escaped: Notyf shows its message as HTML) and the list redrawn."""
         if self._notifications is not None:
             level = "success" if event["state"] == "resolved" else NOTIFY.get(event["severity"], "warning")
-            getattr(self._notifications, level)(event_text(event), duration=NOTIFY_MS.get(event["state"], 10_000))
-        self._pane.object = alerts_html(self.alerts)
+            text = html.escape(event_text(event))
+            getattr(self._notifications, level)(text, duration=NOTIFY_MS.get(event["state"], 10_000))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw the list if what it shows has changed."""
+        version = self.alerts.version()
+        if version != self._shown:
+            self._shown = version
+            self._pane.object = alerts_html(self.alerts)
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._pane

@@ -123,6 +123,7 @@ def test_a_webhook_that_fails_then_recovers_gets_each_event_once_in_order(script
 
 def test_a_webhook_url_is_a_secret(scripted, caplog, tmp_path):
     from rtdash.server import health
+    from rtdash.views.alerts import AlertsView
 
     caplog.set_level(logging.DEBUG)
     token = "T999/B999/hush-hush-token"
@@ -131,6 +132,9 @@ def test_a_webhook_url_is_a_secret(scripted, caplog, tmp_path):
     step(2)
     hook = runtime.alerts.webhooks["BTC high"]
     wait_until(lambda: hook.status.failures >= 1, 20)
+    view = AlertsView(alerts=runtime.alerts)  # a page's list: it says the webhook fails, and not where it posts
+    assert "webhook failing · BTC high: ConnectionError" in view._pane.object
+    assert "hush-hush" not in view._pane.object and "***" in view._pane.object
     assert hook.status.last_error and "hush-hush" not in hook.status.last_error
     assert f"/services/{token}" in runtime.settings.secrets and url in runtime.settings.secrets
     assert "hush-hush" not in str(health()[1]) and "hush-hush" not in str(runtime.settings.describe())

@@ -487,7 +487,8 @@ class Alerts:
         self._threads.append(thread)
 
     def stop(self) -> None:
-        """Stop evaluating; the firings still queued are stored, the webhooks' queues given a moment."""
+        """Stop evaluating; the firings still queued are stored (5 s at most); the webhooks stop after the POST under
+        way (events not delivered yet are dropped)."""
         for subscription in self._subscriptions:
             subscription.cancel()
         self._stop.set()
@@ -500,17 +501,19 @@ class Alerts:
     # -- evaluation: on the poller's thread, once per fetch ----------------------------------------------------------
 
     def evaluate(self, kind: str, df: pd.DataFrame) -> None:
-        """Evaluate every value rule of ``kind`` on the live rows of one fetch (the provider's history is not new)."""
+        """Evaluate every value rule of ``kind`` on the live rows of one fetch.  Rows of the provider's history (the
+        filler's, handed to subscribers too) are not a fetch: they are not evaluated, nor counted."""
         if len(df):
             df = df[~df["source"].map(is_history).astype(bool)]
+        if not len(df):
+            return
         key = SERIES[kind]
         for rule in self.rules:
             if rule.kind != kind or rule.condition == "stale":
                 continue
             with self._lock:
                 self.evaluations += 1
-                rows = df[df[key] == rule.series] if len(df) else df
-                rows = rows[["time", rule.metric]].dropna()
+                rows = df.loc[df[key] == rule.series, ["time", rule.metric]].dropna()
                 if len(rows):
                     rows = rows.sort_values("time", kind="stable")
                     self._step(rule, list(zip(rows["time"], rows[rule.metric].astype(float), strict=True)))

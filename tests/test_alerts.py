@@ -241,7 +241,9 @@ def test_change_within_a_window_fires_and_resolves(tmp_path):
 def test_history_rows_are_not_evaluated(tmp_path):
     alerts = _evaluator('[[rule]]\nname = "h"\nasset = "BTC"\nabove = 100\n', tmp_path)
     alerts.evaluate("price", _prices(150).assign(source="coinbase/1min"))
-    assert not alerts.recent and alerts.evaluations == 1
+    assert not alerts.recent and alerts.evaluations == 0  # not a fetch: not counted either
+    alerts.evaluate("price", _prices(150))
+    assert len(alerts.recent) == 1 and alerts.evaluations == 1
 
 
 GOOD = '[[rule]]\nname = "ok"\nasset = "BTC"\nabove = 1\n'

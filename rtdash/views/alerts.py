@@ -10,7 +10,6 @@ Rule names, series and values reach the page as escaped text only.
 from __future__ import annotations
 
 import html
-from typing import ClassVar
 
 import holoviews as hv
 import pandas as pd
@@ -101,8 +100,6 @@ class AlertsView(pn.viewable.Viewer):
     """One session's Alerts list and notifications; listens to the runtime's alerts until the session ends."""
 
     alerts = param.ClassSelector(class_=Alerts, precedence=-1, doc="The runtime's alerts (runtime.alerts).")
-
-    _stylesheets: ClassVar[list[str]] = [ALERTS_CSS]
 
     def __init__(self, **params):
         super().__init__(**params)

@@ -331,3 +331,20 @@ def html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+def test_rtdash_check_lists_the_rules_without_their_webhooks(tmp_path, capsys):
+    from rtdash.cli import check
+
+    text = (
+        '[[rule]]\nname = "BTC high"\nasset = "BTC"\nabove = 70000\nwebhook = "https://hooks.example.com/s/T1/abc"\n'
+        '[[rule]]\nname = "quiet"\nstale = "weather"\nafter = "5min"\nseverity = "critical"\n'
+    )
+    env = {"RTDASH_ALERTS": rules_file(tmp_path, text), "RTDASH_PRICE_SOURCE": "simulated"}
+    settings = Settings.load(environ={**env, "RTDASH_WEATHER_SOURCE": "simulated"}, dotenv=None)
+    assert check(settings) == 0
+    out = capsys.readouterr().out
+    assert "alerts: 2 rules from " in out
+    assert "  BTC high: BTC price above 70,000.00 (warning, webhook)" in out
+    assert "  quiet: no fresh weather data for 5min (critical)" in out
+    assert "hooks.example.com" not in out

@@ -618,6 +618,11 @@ class Alerts:
     def listeners(self) -> int:
         return len(self._listeners)
 
+    def recent_events(self, n: int = RECENT) -> list[dict]:
+        """The last ``n`` firings and resolutions, newest first (a copy: the pollers' thread adds to them)."""
+        with self._lock:
+            return list(self.recent)[-n:][::-1]
+
     def version(self) -> tuple:
         """Changes when what the Alerts list shows changes (an event, a webhook's failure or delivery)."""
         hooks = tuple((h.status.failures, h.status.delivered, h.status.given_up) for h in self.webhooks.values())

@@ -77,7 +77,7 @@ def alerts_html(alerts) -> str:
         if hook.status.failures and hook.status.last_error
     ]
     hook_line = "".join(f'<div class="hook">webhook failing · {e(line)}</div>' for line in hooks)
-    recent = list(alerts.recent)[-SHOWN_RECENT:][::-1]
+    recent = alerts.recent_events(SHOWN_RECENT)
     rows = "".join(
         f"<tr><td>{e(_clock(event['time']))}</td><td>{e(event['rule'])}</td><td>{e(event['state'])}</td>"
         f"<td>{e(event['series'])}</td><td>{e(_value(event['value']))}</td></tr>"

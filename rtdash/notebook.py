@@ -23,8 +23,9 @@ import panel as pn
 
 log = logging.getLogger("rtdash")
 
-# Shown until the inline JavaScript has run; a trusted output replaces it with one line saying what loaded.
+# Panel's notifications (the alerts') in the dashboard's font, not the browser's default serif.
 NOTIFICATION_CSS = ".notyf__message {font: 14px/1.4 system-ui, sans-serif}"
+# Shown until the inline JavaScript has run; a trusted output replaces it with one line saying what loaded.
 JS_CHECK = """<div id="{id}" style="font: 13px/1.4 system-ui, sans-serif; color: #7f1d1d">{message}</div>
 <script>
 (() => {{

@@ -25,6 +25,7 @@ from .notebook import extension, in_kernel, log_stream
 from .server import admit, on_session, routes
 from .stream import get_runtime, stop_all
 from .views import OutputGuard
+from .views.alerts import AlertsView
 from .views.history import HistoryView
 from .views.live import LiveView
 from .views.refresh import RefreshView
@@ -91,7 +92,8 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the
     # output is gone, so that its views end their subscriptions (rtdash.views.OutputGuard).
     guard = [OutputGuard()] if in_kernel() else []
-    return pn.Column(header, status.banner, url, tabs, *guard, sizing_mode="stretch_width")
+    alerts = [AlertsView(alerts=runtime.alerts)] if runtime.alerts.rules else []  # firing now, recent, notifications
+    return pn.Column(header, status.banner, *alerts, url, tabs, *guard, sizing_mode="stretch_width")
 
 
 @functools.cache

@@ -74,6 +74,12 @@ def check(settings: Settings) -> int:
         for name, message in (df.attrs.get("errors") or {}).items():
             print(f"  error for {name}: {redact(message, settings.secrets)}")
             ok = False
+    if settings.rules:  # read and checked with the settings: a bad rules file stopped before the fetches
+        print(f"alerts: {len(settings.rules)} rules from {settings.alerts}")
+        for rule in settings.rules:
+            hook = ", webhook" if rule.webhook else ""
+            what = rule.describe() if rule.condition == "stale" else f"{rule.target} {rule.describe()}"
+            print(f"  {rule.name}: {what} ({rule.severity}{hook})")
     return 0 if ok else 1
 
 

@@ -238,6 +238,11 @@ class Settings(param.Parameterized):
         bounds=(1, 100_000),
         doc="Sessions open at once from one client address; more are refused (1 to 100,000).",
     )
+    alerts = param.String(
+        default=None,
+        allow_None=True,
+        doc="A TOML or YAML file of alert rules (README, \"Alerts\"); unset or 'none': no alerts.",
+    )
     metrics_token = param.String(
         default=None, allow_None=True, precedence=-1, doc="Bearer token for /metrics when a login is on (secret)."
     )
@@ -334,6 +339,7 @@ class Settings(param.Parameterized):
                     f"RTDASH_FRAME_ANCESTORS entry {source!r} is invalid: expected self, none, * or an origin "
                     "such as https://intranet.example.com"
                 )
+        self._rules = self._load_rules()
         if "'none'" in self.frame_ancestors and len(self.frame_ancestors) > 1:
             raise SettingsError("RTDASH_FRAME_ANCESTORS: none cannot be combined with other entries")
         for name in ("assets", "cities"):
@@ -341,15 +347,32 @@ class Settings(param.Parameterized):
             if not values:
                 raise SettingsError(f"{env_name(name)} is empty: give a comma-separated list of at least one name")
 
+    def _load_rules(self) -> list:
+        from .alerts import load_rules
+
+        path = (self.alerts or "").strip()
+        return load_rules(None if path.lower() in ("", "none", "off") else path, self.assets, self.cities)
+
     # -- derived values -----------------------------------------------------------------------------------------
 
     @property
+    def rules(self) -> list:
+        """The alert rules of ``RTDASH_ALERTS`` (:mod:`rtdash.alerts`), read and checked by :meth:`validate`."""
+        if getattr(self, "_rules", None) is None:
+            self._rules = self._load_rules()
+        return self._rules
+
+    @property
     def secrets(self) -> list[str]:
-        """The API keys that are set and the passwords in the store's and providers' URLs (in every form a message
-        may show them, however malformed the URL): to be removed from every message."""
+        """The API keys that are set, the passwords in the store's and providers' URLs (in every form a message
+        may show them, however malformed the URL) and the alert rules' webhook URLs: to be removed from every
+        message."""
+        from .alerts import webhook_secrets
+
         keys = [key for key in (self.coincap_api_key, self.openweather_api_key, self.metrics_token) if key]
         for url in (self.store, *(getattr(self, name) for name in URL_SETTINGS)):
             keys += [secret for secret in url_secrets(url) if secret not in keys]
+        keys += [secret for secret in webhook_secrets(self.rules) if secret not in keys]
         return keys
 
     @property

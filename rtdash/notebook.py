@@ -24,6 +24,8 @@ import panel as pn
 
 log = logging.getLogger("rtdash")
 
+# Panel's notifications (the alerts') in the dashboard's font, not the browser's default serif.
+NOTIFICATION_CSS = ".notyf__message {font: 14px/1.4 system-ui, sans-serif}"
 # Shown until the inline JavaScript has run; a trusted output replaces it with one line saying what loaded.
 JS_CHECK = """<div id="{id}" style="font: 13px/1.4 system-ui, sans-serif; color: #7f1d1d">{message}</div>
 <script>
@@ -74,7 +76,8 @@ def extension() -> None:
     publishes nothing again.
     """
     if not in_kernel():
-        pn.extension("tabulator")
+        # Alerts notify every open page (rtdash.views.alerts), in the page's own font.
+        pn.extension("tabulator", notifications=True, raw_css=[NOTIFICATION_CSS])
         return
     if _state.loaded:
         return

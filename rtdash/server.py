@@ -97,6 +97,12 @@ STORE_BUFFERED = Gauge(
     "rtdash_store_rows_buffered", "Rows waiting in memory for the store.", multiprocess_mode="livesum"
 )
 STORE_UP = Gauge("rtdash_store_up", "1 while the history store accepts writes.", multiprocess_mode="livemin")
+ALERT_FIRING = Gauge("rtdash_alert_firing", "1 while an alert rule fires.", ["rule"], multiprocess_mode="livemax")
+ALERT_FIRED = Counter("rtdash_alert_fired", "Times an alert rule fired (a crossing counts once).", ["rule"])
+ALERT_EVALUATIONS = Counter(
+    "rtdash_alert_evaluations", "Alert rule evaluations: one per rule per fetch of its source, however many sessions."
+)
+ALERT_WEBHOOK_FAILURES = Counter("rtdash_alert_webhook_failures", "Failed webhook POSTs of a rule.", ["rule"])
 
 
 class _Sampler:
@@ -162,6 +168,7 @@ class _Sampler:
                 subscribers[kind] = subscribers.get(kind, 0) + poller.subscriber_count
                 up[kind] = max(up.get(kind, 0), int(poller.status.state == "ok"))
             self.sync_writer(getattr(runtime, "writer", None))
+            self.sync_alerts(getattr(runtime, "alerts", None))
         for kind, count in subscribers.items():
             SUBSCRIBERS.labels(kind).set(count)
             SOURCE_UP.labels(kind).set(up[kind])
@@ -197,6 +204,30 @@ class _Sampler:
         for reason, n in rejected.items():
             if n > 0:
                 ROWS_REJECTED.labels(poller.kind, poller.source.label, reason).inc(n)
+
+    def sync_alerts(self, alerts) -> None:
+        """The alert rules' states and counts (rtdash.alerts) into their metrics."""
+        if alerts is None or not alerts.rules:
+            return
+        with self._lock:
+            seen = self._seen.setdefault(alerts, {"evaluations": 0})
+            now = {"evaluations": alerts.evaluations}
+            for rule in alerts.rules:
+                now[f"fired:{rule.name}"] = alerts.states[rule.name].fired
+                hook = alerts.webhooks.get(rule.name)
+                now[f"webhook:{rule.name}"] = hook.status.failures if hook is not None else 0
+            delta = {name: value - seen.get(name, 0) for name, value in now.items()}
+            seen.update(now)
+        if delta["evaluations"] > 0:
+            ALERT_EVALUATIONS.inc(delta["evaluations"])
+        for rule in alerts.rules:
+            ALERT_FIRING.labels(rule.name).set(int(alerts.states[rule.name].firing))
+            if delta[f"fired:{rule.name}"] > 0:
+                ALERT_FIRED.labels(rule.name).inc(delta[f"fired:{rule.name}"])
+            else:
+                ALERT_FIRED.labels(rule.name)  # shown as 0 before the first firing
+            if delta[f"webhook:{rule.name}"] > 0:
+                ALERT_WEBHOOK_FAILURES.labels(rule.name).inc(delta[f"webhook:{rule.name}"])
 
     def sync_writer(self, writer) -> None:
         if writer is None:
@@ -343,6 +374,9 @@ def health() -> tuple[int, dict[str, Any]]:
                 reason = snap["fallback_reason"]
                 why = f"offline fallback: {reason}" if reason else f"{env_name(kind + '_source')}=simulated"
                 degraded.append(f"{kind}{suffix}: simulated ({_clean(why, secrets)})")
+        alerts = getattr(runtime, "alerts", None)
+        if alerts is not None and alerts.rules:
+            body["alerts" + suffix] = _clean(alerts.health(), secrets)
         store = store_health(runtime)
         body["store" + suffix] = store
         if store.get("state") in STORE_UNUSABLE:

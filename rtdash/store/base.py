@@ -93,6 +93,18 @@ def table_ddl(kind: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {kind} ({columns}, PRIMARY KEY ({name}, time, source))"
 
 
+# Alert firings and resolutions (rtdash.alerts): one row per rule, time and state, so a replay adds nothing.
+ALERTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS alerts (rule text NOT NULL, time timestamptz NOT NULL, state text NOT NULL, "
+    "series text, value double precision, level double precision, severity text, PRIMARY KEY (rule, time, state))"
+)
+ALERT_COLUMNS = ("rule", "time", "state", "series", "value", "level", "severity")
+ALERTS_SCHEMA = pa.schema(
+    [("rule", pa.string()), ("time", pa.int64()), ("state", pa.string()), ("series", pa.string()),
+     ("value", pa.float64()), ("level", pa.float64()), ("severity", pa.string())]
+)  # fmt: skip
+
+
 def prepare(kind: str, df: pd.DataFrame) -> pa.Table:
     """The rows of ``df`` ready to insert: schema order, microsecond UTC times, one row per key."""
     _check_kind(kind)
@@ -299,6 +311,33 @@ class Store(abc.ABC):
 
     def _series_query(self, kind: str) -> str:
         return f"SELECT DISTINCT {SERIES[kind]} FROM {kind}"
+
+    def write_alert(self, event: dict[str, Any]) -> int:
+        """Store one firing or resolution (``rtdash.alerts``); one already stored is skipped.  Rows inserted."""
+        columns = ", ".join(ALERT_COLUMNS)
+        values = ", ".join(f"%({name})s" for name in ALERT_COLUMNS)
+        params = {name: event.get(name) for name in ALERT_COLUMNS}
+        params["time"] = _param(event["time"])
+        sql = f"INSERT INTO alerts ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING"
+        return self._execute(sql, params)
+
+    def alerts(self, start: TimeLike = None, end: TimeLike = None, rules: Sequence[str] | None = None) -> pd.DataFrame:
+        """The stored firings and resolutions with ``start <= time < end`` (of the given rules), oldest first."""
+        clauses, params = [], {}
+        if start is not None:
+            clauses.append("time >= %(start)s")
+            params["start"] = _param(start)
+        if end is not None:
+            clauses.append("time < %(end)s")
+            params["end"] = _param(end, ceil=True)
+        if rules is not None:
+            clauses.append("rule = ANY(%(rules)s)")
+            params["rules"] = [str(rule) for rule in rules]
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        select = ", ".join(f"{self._epoch_us('time')} AS time" if c == "time" else c for c in ALERT_COLUMNS)
+        sql = f"SELECT {select} FROM alerts{where} ORDER BY alerts.time, alerts.rule"
+        tables = list(self._batches(sql, params, ALERTS_SCHEMA, 100_000))
+        return to_frame(pa.concat_tables(tables) if tables else ALERTS_SCHEMA.empty_table())
 
     def prune(self, older_than: TimeLike) -> int:
         """Delete the rows of every kind with ``time < older_than`` (the retention); rows deleted."""

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from ..sources import COLUMNS
-from .base import KINDS, Store, StoreError, table_ddl
+from .base import ALERTS_DDL, KINDS, Store, StoreError, table_ddl
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 
@@ -62,6 +62,7 @@ class DuckDBStore(Store):
         self._closed = threading.Event()
         for kind in KINDS:
             self._execute(table_ddl(kind))
+        self._execute(ALERTS_DDL)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         if self._closed.is_set():

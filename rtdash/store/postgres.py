@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from ..config import url_secrets
 from ..sources import COLUMNS, SERIES, redact
-from .base import KINDS, Store, StoreError, table_ddl
+from .base import ALERTS_DDL, KINDS, Store, StoreError, table_ddl
 
 try:
     import psycopg
@@ -118,6 +118,7 @@ class PostgresStore(Store):
                     )
                 else:
                     conn.execute(f"CREATE INDEX IF NOT EXISTS {kind}_time_idx ON {kind} (time)")
+            conn.execute(ALERTS_DDL)
         log.info("history store %s ready (%s)", redact_url(self.url), "TimescaleDB" if self.timescale else "PostgreSQL")
         self._schema_ready = True
 

@@ -7,6 +7,7 @@ import atexit
 import logging
 import threading
 
+from ..alerts import Alerts
 from ..config import Settings
 from ..sources import make_source
 from ..store import StoreError, StoreWriter, attach, open_store
@@ -54,6 +55,8 @@ class Runtime:
         except StoreError as exc:
             self.store, self.store_error = None, str(exc)
             log.error("history is off: %s", exc)
+        # Alert rules: evaluated after every fetch of the pollers (a viewer reads the collector's firings instead).
+        self.alerts = Alerts(self, settings.rules)
 
     @property
     def price(self) -> Poller:
@@ -66,6 +69,7 @@ class Runtime:
     def start(self) -> Runtime:
         if self.store is not None and self.writer is None:
             self.writer = attach(self.store, self)
+        self.alerts.start()  # before the pollers: the first fetch is evaluated too
         if self.settings.role == "viewer":
             from ..scaleout import follow
 
@@ -88,6 +92,7 @@ class Runtime:
             self.follower.stop()
         for poller in self.pollers.values():
             poller.stop(wait=True)
+        self.alerts.stop()  # the firings it holds stored, before the store closes
         if self.writer is not None:
             self.writer.close()
         if self.store is not None:

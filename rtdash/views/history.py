@@ -52,6 +52,7 @@ from .. import export as exports
 from ..sources import SERIES, UNITS
 from ..store import Store
 from ..store.base import utc
+from .alerts import chart_rules, history_overlay
 
 RANGES = {"Last hour": pd.Timedelta("1h"), "Last day": pd.Timedelta("1D"), "Last week": pd.Timedelta("7D")}
 SPANS = [*RANGES, "All", "Custom"]
@@ -212,6 +213,7 @@ class HistoryView(pn.viewable.Viewer):
         self._tap: Tap | None = None
         self._bounds: tuple[pd.Timestamp, pd.Timestamp] | None = None
         self._step = MIN_STEP
+        self._firings: pd.DataFrame | None = None  # the alert firings of the range shown (marks on the chart)
 
         span = pn.widgets.RadioButtonGroup.from_param(self.param.span)
         self._custom = pn.widgets.DatetimeRangePicker(label="Custom range (UTC)", visible=False, width=340)
@@ -358,11 +360,21 @@ class HistoryView(pn.viewable.Viewer):
         if bounds is None:
             return known, None, mode, None, None
         start, end = bounds
+        self._firings = self._read_firings(bounds)
         if mode == "points":
             return known, bounds, mode, None, self._read_window(bounds)
         step = max((end - start) / (DENSE_POINTS if mode == "density" else POINTS), MIN_STEP)
         frame = self.store.aggregate(self.kind, start, end, step, self.series, self.metric)
         return known, bounds, mode, step, frame
+
+    def _alert_rules(self) -> list:
+        """The alert rules whose level belongs on the chart of the selection."""
+        return chart_rules(self.settings.rules, self.kind, self.metric, self.series)
+
+    def _read_firings(self, bounds: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame | None:
+        """The stored firings of those rules in ``bounds``: marks on the chart."""
+        rules = self._alert_rules()
+        return self.store.alerts(*bounds, rules=[rule.name for rule in rules]) if rules else None
 
     def _read_window(self, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
         """Every row of ``window`` (at most one more than ``MAX_RAW_ROWS``), times as epoch milliseconds."""
@@ -438,9 +450,11 @@ class HistoryView(pn.viewable.Viewer):
             f"{rows:,} rows from {start.strftime(TIME_FORMAT)} to {end.strftime(TIME_FORMAT)}, shown as {detail}"
         )
         self._message.visible = False
-        self._plot.object = {"lines": self._lines_plot, "density": self._density_plot, "points": self._points_plot}[
-            mode
-        ](frame)
+        plot = {"lines": self._lines_plot, "density": self._density_plot, "points": self._points_plot}[mode](frame)
+        rules = self._alert_rules()
+        if rules:  # the alert rules' levels, and their firings as marks
+            plot = plot * history_overlay(rules, self._firings, self.metric, epoch_ms=mode == "points")
+        self._plot.object = plot
         self._plot.visible = True
 
     def _empty(self, text: str, level: str = "info") -> None:

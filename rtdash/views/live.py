@@ -44,6 +44,7 @@ from ..sources.base import is_history
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
 from . import OutputGuard, OutputLifetime, one_message
+from .alerts import chart_rules, draw_levels
 
 log = logging.getLogger("rtdash.views")
 
@@ -589,10 +590,12 @@ class LiveView(pn.viewable.Viewer):
             for metric, title in WEATHER_METRICS.items()
         }
         provider = self.runtime.price.status.provider
-        for chart in self._prices.values():
+        for asset, chart in self._prices.items():
             chart.figure.css_classes = ["price-chart"]
-        for chart in self._weather.values():
+            draw_levels(chart.figure, chart_rules(settings.rules, "price", "price", [asset]))  # alert levels
+        for metric, chart in self._weather.items():
             chart.figure.css_classes = ["weather-chart"]
+            draw_levels(chart.figure, chart_rules(settings.rules, "weather", metric, settings.cities))
         self._cards = {
             asset: PriceCard(
                 asset=asset,

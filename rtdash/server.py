@@ -44,6 +44,8 @@ import panel as pn
 import tornado.web
 import tornado.websocket
 from bokeh.server.connection import ServerConnection
+from bokeh.settings import settings as bokeh_settings
+from panel.io.resources import LOCAL_DIST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
 from tornado.ioloop import IOLoop
@@ -542,6 +544,13 @@ def on_session(runtime) -> None:
     doc = pn.state.curdoc
     if doc is None or getattr(doc, "session_context", None) is None:
         return
+    # Panel points its components' stylesheets at this server's copies (``dist_url``) when it renders the page,
+    # after the session was built; a stylesheet made before then kept the CDN's address (a callback of the session
+    # that ran first, on a busy machine: a page offline lost its theme, button and spinner styles).  So the address
+    # is set from the start (panel.io.server.server_html_page_for_session sets the same one later).
+    if bokeh_settings.resources(default="server").startswith("server"):
+        rel = pn.state.rel_path
+        doc._template_variables.setdefault("dist_url", f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST)
     handler = _request_handler()
     key = id(doc)
     if key not in _sessions:

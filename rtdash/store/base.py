@@ -340,9 +340,12 @@ class Store(abc.ABC):
         return to_frame(pa.concat_tables(tables) if tables else ALERTS_SCHEMA.empty_table())
 
     def prune(self, older_than: TimeLike) -> int:
-        """Delete the rows of every kind with ``time < older_than`` (the retention); rows deleted."""
+        """Delete the rows of every kind, and the alert firings, with ``time < older_than`` (the retention); rows
+        deleted."""
         cutoff = _param(older_than, ceil=True)
-        return sum(self._execute(f"DELETE FROM {kind} WHERE time < %(cutoff)s", {"cutoff": cutoff}) for kind in KINDS)
+        tables = [*KINDS, "alerts"]
+        sql = "DELETE FROM {} WHERE time < %(cutoff)s"
+        return sum(self._execute(sql.format(table), {"cutoff": cutoff}) for table in tables)
 
     # -- shared SQL --------------------------------------------------------------------------------------------------
 

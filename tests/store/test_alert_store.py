@@ -82,3 +82,10 @@ def test_history_draws_the_levels_and_marks_the_firings(store_url, make_settings
         assert shown == expected
     finally:
         runtime.stop()
+
+
+def test_the_retention_prunes_old_firings_too(store):
+    store.write_alert(event("firing", "2026-01-01 09:00", 71000))
+    store.write_alert(event("resolved", "2026-01-01 11:00", 69000))
+    assert store.prune(pd.Timestamp("2026-01-01 10:00", tz="UTC")) == 1
+    assert store.alerts()["state"].tolist() == ["resolved"]

@@ -12,6 +12,7 @@ import html
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Sequence
 
 import panel as pn
@@ -22,7 +23,7 @@ from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
 from .logs import setup_logging
 from .notebook import extension, in_kernel, log_stream
-from .server import admit, on_session, routes
+from .server import SESSION_BUILD, admit, on_session, routes
 from .stream import get_runtime, stop_all
 from .views import OutputGuard
 from .views.history import HistoryView
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
 
     A bad setting gives a page with its one-line error (and one log line) instead of a traceback.
     """
+    start = time.perf_counter()
     extension()  # in a notebook: the JavaScript inline, once (rtdash.notebook)
     try:
         settings = settings if settings is not None else Settings.load(argv=argv)
@@ -91,7 +93,9 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the
     # output is gone, so that its views end their subscriptions (rtdash.views.OutputGuard).
     guard = [OutputGuard()] if in_kernel() else []
-    return pn.Column(header, status.banner, url, tabs, *guard, sizing_mode="stretch_width")
+    app = pn.Column(header, status.banner, url, tabs, *guard, sizing_mode="stretch_width")
+    SESSION_BUILD.observe(time.perf_counter() - start)  # rtdash_session_build_seconds in /metrics
+    return app
 
 
 @functools.cache

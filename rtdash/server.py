@@ -91,6 +91,11 @@ SESSIONS = Gauge("rtdash_sessions", "Dashboard sessions open.", multiprocess_mod
 SESSIONS_REFUSED = Counter(
     "rtdash_sessions_refused", "Sessions refused: a token no page was served with, or a cap reached.", ["reason"]
 )
+SESSION_BUILD = Histogram(
+    "rtdash_session_build_seconds",
+    "Time create_app took to build a session's dashboard (server time per new page, before its HTML is sent).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 STORE_WRITTEN = Counter("rtdash_store_rows_written", "Rows inserted into the history store.")
 STORE_DROPPED = Counter("rtdash_store_rows_dropped", "Rows lost because the store's buffer was full.")
 STORE_BUFFERED = Gauge(

@@ -279,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run(args, log))
     load1 = os.getloadavg()
     info = machine()
-    print(f"{info['date']}, {info['nproc']} CPUs, Python {info['python']}, panel {info['versions']['panel']}, "
-          f"bokeh {info['versions']['bokeh']}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end")  # fmt: skip
+    versions = info["versions"]
+    print(
+        f"{info['date']}, {info['nproc']} CPUs, Python {info['python']}, panel {versions['panel']}, "
+        f"bokeh {versions['bokeh']}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end"
+    )
     print(report(results))
     print()
     print("\n".join(goals(results)))

@@ -34,7 +34,15 @@ import param
 from bokeh.document import Document
 from bokeh.document.json import DocJson
 from bokeh.model import Model
-from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, NumeralTickFormatter, Scatter, Span
+from bokeh.models import (
+    ColumnDataSource,
+    DataRange1d,
+    DatetimeTickFormatter,
+    GlyphRenderer,
+    NumeralTickFormatter,
+    Scatter,
+    Span,
+)
 from bokeh.palettes import Category10_10
 from bokeh.util.serialization import make_id
 from panel.custom import JSComponent
@@ -53,6 +61,8 @@ GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks 
 MARKER_POINTS = 50  # a line with at most this many points also shows them as markers (one reading draws no line)
 SPAN_INTERVALS = 10  # the time axis of a line with a single point spans this many poll intervals around it
 CHART_HEIGHT = 300
+SPARES = 2  # copies of each chart kept ready for the next sessions (FigureTemplate.copy)
+SPARE_DELAY = 2.0  # seconds after a session took a copy before the spares are made again
 CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 PALETTE = Category10_10
@@ -160,7 +170,8 @@ class FigureTemplate:
 
     ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
     lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
-    template's points (:func:`copy_models`), about a fifth of that, nearly all of it in Bokeh's ``Document.from_json``.
+    template's points (:func:`copy_models`), about a third of that (0.1 s for a weather chart of seven cities),
+    nearly all of it in Bokeh's ``Document.from_json``: so ``SPARES`` copies are made ahead, between sessions.
     """
 
     def __init__(self, chart: hv.NdOverlay, value: str):
@@ -173,6 +184,12 @@ class FigureTemplate:
         # renders WebGL in software, and 20 such pages on 2 cores fell seconds behind; a line of 10k points is
         # cheap on a canvas (BENCHMARKS.md: fetch-to-pixel).
         plot.state.output_backend = "canvas"
+        # The look of a selected, unselected or muted line as BokehJS derives it from the line's own ("auto"),
+        # instead of three more glyph models per line that HoloViews and figure.line() make: the charts have no
+        # selection tool and no Bokeh legend to mute with, and a weather chart then has 165 models instead of 214,
+        # which every session copies, serializes and sends, and every page builds.
+        for renderer in plot.state.select(GlyphRenderer):
+            renderer.update(selection_glyph="auto", nonselection_glyph="auto", muted_glyph="auto")
         markers = {
             name: next(r for r in plot.state.renderers if r.data_source is source and isinstance(r.glyph, Scatter))
             for name, source in sources.items()
@@ -191,9 +208,44 @@ class FigureTemplate:
         self._pasts = {name: source.id for name, source in pasts.items()}
         self._boundary = boundary.id
 
+        self._spares: list[tuple] = []  # copies made ahead, on a thread of their own (SPARES)
+        self._spares_lock = threading.Lock()
+        self._refilling = False
+
     def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
         """A new figure, and its lines' data sources and marker renderers, its provider-history lines' data sources
-        (by series), and the rule between provider history and live points."""
+        (by series), and the rule between provider history and live points.
+
+        A spare copy made ahead is handed out when there is one (a session is then built in milliseconds instead of
+        a tenth of a second per chart); the spares are made again ``SPARE_DELAY`` seconds later, on a thread.
+        """
+        with self._spares_lock:
+            spare = self._spares.pop() if self._spares else None
+        self.make_spares()
+        return spare if spare is not None else self._copy()
+
+    def make_spares(self, delay: float = SPARE_DELAY) -> None:
+        """Make copies on a daemon thread, after ``delay`` seconds, until ``SPARES`` are ready (unless under way)."""
+        with self._spares_lock:
+            if self._refilling or len(self._spares) >= SPARES:
+                return
+            self._refilling = True
+        threading.Thread(target=self._make_spares, args=(delay,), name="rtdash-spares", daemon=True).start()
+
+    def _make_spares(self, delay: float) -> None:
+        time.sleep(delay)  # the page whose session took a copy is served first
+        try:
+            while len(self._spares) < SPARES:
+                spare = self._copy()
+                with self._spares_lock:
+                    self._spares.append(spare)
+        except Exception:  # pragma: no cover - a session then makes its own copy
+            log.warning("could not make a spare copy of a chart", exc_info=True)
+        finally:
+            with self._spares_lock:
+                self._refilling = False
+
+    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
@@ -567,6 +619,78 @@ export function render({ model, el, view }) {
 """
 
 
+def city_colours(settings) -> dict[str, str]:
+    """Each city's line colour, in the order of ``RTDASH_CITIES``."""
+    return {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
+
+
+def price_chart(settings, asset: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
+    """The streaming price chart of ``asset``, starting with ``history`` (tidy price rows)."""
+    quote = settings.quote
+
+    def chart(rows: pd.DataFrame) -> hv.NdOverlay:
+        return rows.hvplot.line(
+            y="price",
+            by="asset",
+            color=[PALETTE[0]],
+            title=f"{asset}-{quote}",
+            ylabel=f"Price ({quote})",
+            yformatter=NumeralTickFormatter(format="0,0.[000000]"),
+            hover_tooltips=[HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {quote}")],
+            **LINE_OPTS,
+        )
+
+    return StreamingChart(
+        "price",
+        [asset],
+        "price",
+        settings.price_interval,
+        settings.backlog,
+        history,
+        chart,
+        template=(quote,),
+        resolution=resolution,
+    )
+
+
+def weather_chart(settings, metric: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
+    """The streaming chart of weather ``metric`` (a key of ``WEATHER_METRICS``), one line per city."""
+    title, unit, colours = WEATHER_METRICS[metric], UNITS[settings.units][metric], city_colours(settings)
+
+    def chart(rows: pd.DataFrame) -> hv.NdOverlay:
+        return rows.hvplot.line(
+            y=metric,
+            by="city",
+            color=[colours[city] for city in settings.cities],
+            title=title,
+            ylabel=f"{title} ({unit})",
+            # The city is the line's name (see setup_figure), not a column sent with every point.
+            hover_tooltips=[("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")],
+            **LINE_OPTS,
+        )
+
+    return StreamingChart(
+        "weather",
+        settings.cities,
+        metric,
+        settings.weather_interval,
+        settings.backlog,
+        history,
+        chart,
+        template=(unit, tuple(colours.values())),
+        resolution=resolution,
+    )
+
+
+def warm_up(settings) -> None:
+    """Draw the Live tab's charts for ``settings`` once, and make their spare copies: what the first session of a
+    process would otherwise wait for (``rtdash.app.warm_up`` runs it on a thread at server start)."""
+    for asset in settings.assets:
+        price_chart(settings, asset, empty_frame("price"))
+    for metric in WEATHER_METRICS:
+        weather_chart(settings, metric, empty_frame("weather"))  # each copy taken starts making the spares
+
+
 class LiveView(pn.viewable.Viewer):
     """Latest prices and streaming charts for one browser session."""
 
@@ -580,13 +704,15 @@ class LiveView(pn.viewable.Viewer):
         super().__init__(**params)
         settings = self.runtime.settings
         self._quote = settings.quote
-        units = UNITS[settings.units]
-        colours = {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
+        colours = city_colours(settings)
         history = {kind: poller.history() for kind, poller in self.runtime.pollers.items()}
-        self._prices = {asset: self._price_chart(asset, history["price"]) for asset in settings.assets}
+        resolution = {kind: poller.source.history_provider.resolution for kind, poller in self.runtime.pollers.items()}
+        self._prices = {
+            asset: price_chart(settings, asset, history["price"], resolution["price"]) for asset in settings.assets
+        }
         self._weather = {
-            metric: self._weather_chart(metric, title, units[metric], colours, history["weather"])
-            for metric, title in WEATHER_METRICS.items()
+            metric: weather_chart(settings, metric, history["weather"], resolution["weather"])
+            for metric in WEATHER_METRICS
         }
         provider = self.runtime.price.status.provider
         for chart in self._prices.values():
@@ -636,62 +762,6 @@ class LiveView(pn.viewable.Viewer):
             subscription = poller.subscribe(functools.partial(self._receive, kind))
             self._subscriptions.append(subscription)
             self._receive(kind, subscription.history)
-
-    def _price_chart(self, asset: str, history: pd.DataFrame) -> StreamingChart:
-        quote, settings = self._quote, self.runtime.settings
-
-        def chart(rows: pd.DataFrame) -> hv.NdOverlay:
-            return rows.hvplot.line(
-                y="price",
-                by="asset",
-                color=[PALETTE[0]],
-                title=f"{asset}-{quote}",
-                ylabel=f"Price ({quote})",
-                yformatter=NumeralTickFormatter(format="0,0.[000000]"),
-                hover_tooltips=[HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {quote}")],
-                **LINE_OPTS,
-            )
-
-        return StreamingChart(
-            "price",
-            [asset],
-            "price",
-            settings.price_interval,
-            settings.backlog,
-            history,
-            chart,
-            template=(quote,),
-            resolution=self.runtime.price.source.history_provider.resolution,
-        )
-
-    def _weather_chart(
-        self, metric: str, title: str, unit: str, colours: dict[str, str], history: pd.DataFrame
-    ) -> StreamingChart:
-        settings = self.runtime.settings
-
-        def chart(rows: pd.DataFrame) -> hv.NdOverlay:
-            return rows.hvplot.line(
-                y=metric,
-                by="city",
-                color=[colours[city] for city in settings.cities],
-                title=title,
-                ylabel=f"{title} ({unit})",
-                # The city is the line's name (see setup_figure), not a column sent with every point.
-                hover_tooltips=[("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")],
-                **LINE_OPTS,
-            )
-
-        return StreamingChart(
-            "weather",
-            settings.cities,
-            metric,
-            settings.weather_interval,
-            settings.backlog,
-            history,
-            chart,
-            template=(unit, tuple(colours.values())),
-            resolution=self.runtime.weather.source.history_provider.resolution,
-        )
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:
         """New rows of ``kind`` from the poller (on this session's document), or a backlog to catch up from."""

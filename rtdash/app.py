@@ -23,7 +23,7 @@ from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
 from .logs import setup_logging
 from .notebook import extension, in_kernel, log_stream
-from .server import SESSION_BUILD, admit, on_session, routes
+from .server import SESSION_BUILD, admit, on_session, routes, warm_up
 from .stream import get_runtime, stop_all
 from .views import OutputGuard
 from .views.history import HistoryView
@@ -129,6 +129,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     # Signed sessions: only a token this server issued for a page opens one (Bokeh refuses any other: "Invalid token
     # signature").  The key is BOKEH_SECRET_KEY when set (several processes must share one), else one of its own.
     secret_key = bokeh_settings.secret_key_bytes() or secrets.token_urlsafe(32).encode()
+    warm_up(settings)  # the first page then does not wait for the charts to be drawn
     # At the address `panel serve realtime_dashboard.py` uses (its name), with "/" redirecting there.
     server = pn.serve(
         {APP_PATH: lambda: create_app(settings)},

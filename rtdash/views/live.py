@@ -232,13 +232,17 @@ class FigureTemplate:
             self._refilling = True
         threading.Thread(target=self._make_spares, args=(delay,), name="rtdash-spares", daemon=True).start()
 
+    def fill_spares(self) -> None:
+        """Make copies, here and now, until ``SPARES`` are ready."""
+        while len(self._spares) < SPARES:
+            spare = self._copy()
+            with self._spares_lock:
+                self._spares.append(spare)
+
     def _make_spares(self, delay: float) -> None:
         time.sleep(delay)  # the page whose session took a copy is served first
         try:
-            while len(self._spares) < SPARES:
-                spare = self._copy()
-                with self._spares_lock:
-                    self._spares.append(spare)
+            self.fill_spares()
         except Exception:  # pragma: no cover - a session then makes its own copy
             log.warning("could not make a spare copy of a chart", exc_info=True)
         finally:
@@ -263,6 +267,21 @@ def _series(key) -> str:
 
 _TEMPLATES: dict[tuple, FigureTemplate] = {}
 _TEMPLATES_LOCK = threading.Lock()
+
+
+def figure_template(
+    kind: str, names: list[str], value: str, chart: Callable[[pd.DataFrame], hv.NdOverlay], template: tuple | None
+) -> FigureTemplate:
+    """The :class:`FigureTemplate` of a chart (see :class:`StreamingChart`): drawn once per process for each
+    ``template``, or drawn anew when ``template`` is None."""
+    key = (kind, tuple(names), value, template)
+    with _TEMPLATES_LOCK:
+        built = _TEMPLATES.get(key) if template is not None else None
+        if built is None:
+            built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
+            if template is not None:
+                _TEMPLATES[key] = built
+    return built
 
 
 class StreamingChart:
@@ -307,13 +326,7 @@ class StreamingChart:
         self._past: dict[str, pd.Series] = {}  # per series, the provider's history points held (value by time in ms)
         self._live_seen = False  # whether the rule was placed with live points in the chart
 
-        key = (kind, tuple(names), value, template)
-        with _TEMPLATES_LOCK:
-            built = _TEMPLATES.get(key) if template is not None else None
-            if built is None:
-                built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
-                if template is not None:
-                    _TEMPLATES[key] = built
+        built = figure_template(kind, names, value, chart, template)
         self.figure, self.sources, self.markers, self.pasts, self.boundary = built.copy()
         self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
         history, past = split_past(history)
@@ -624,8 +637,8 @@ def city_colours(settings) -> dict[str, str]:
     return {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
 
 
-def price_chart(settings, asset: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
-    """The streaming price chart of ``asset``, starting with ``history`` (tidy price rows)."""
+def price_lines(settings, asset: str) -> tuple[Callable[[pd.DataFrame], hv.NdOverlay], tuple]:
+    """The declaration of ``asset``'s price chart (tidy rows to an hvPlot chart), and what its look depends on."""
     quote = settings.quote
 
     def chart(rows: pd.DataFrame) -> hv.NdOverlay:
@@ -640,21 +653,12 @@ def price_chart(settings, asset: str, history: pd.DataFrame, resolution: float =
             **LINE_OPTS,
         )
 
-    return StreamingChart(
-        "price",
-        [asset],
-        "price",
-        settings.price_interval,
-        settings.backlog,
-        history,
-        chart,
-        template=(quote,),
-        resolution=resolution,
-    )
+    return chart, (quote,)
 
 
-def weather_chart(settings, metric: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
-    """The streaming chart of weather ``metric`` (a key of ``WEATHER_METRICS``), one line per city."""
+def weather_lines(settings, metric: str) -> tuple[Callable[[pd.DataFrame], hv.NdOverlay], tuple]:
+    """The declaration of the chart of weather ``metric`` (a key of ``WEATHER_METRICS``), one line per city, and
+    what its look depends on."""
     title, unit, colours = WEATHER_METRICS[metric], UNITS[settings.units][metric], city_colours(settings)
 
     def chart(rows: pd.DataFrame) -> hv.NdOverlay:
@@ -669,26 +673,30 @@ def weather_chart(settings, metric: str, history: pd.DataFrame, resolution: floa
             **LINE_OPTS,
         )
 
-    return StreamingChart(
-        "weather",
-        settings.cities,
-        metric,
-        settings.weather_interval,
-        settings.backlog,
-        history,
-        chart,
-        template=(unit, tuple(colours.values())),
-        resolution=resolution,
-    )
+    return chart, (unit, tuple(colours.values()))
+
+
+def price_chart(settings, asset: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
+    """The streaming price chart of ``asset``, starting with ``history`` (tidy price rows)."""
+    chart, look = price_lines(settings, asset)
+    args = (settings.price_interval, settings.backlog, history, chart)
+    return StreamingChart("price", [asset], "price", *args, template=look, resolution=resolution)
+
+
+def weather_chart(settings, metric: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
+    """The streaming chart of weather ``metric``, one line per city, starting with ``history`` (tidy weather rows)."""
+    chart, look = weather_lines(settings, metric)
+    args = (settings.weather_interval, settings.backlog, history, chart)
+    return StreamingChart("weather", settings.cities, metric, *args, template=look, resolution=resolution)
 
 
 def warm_up(settings) -> None:
-    """Draw the Live tab's charts for ``settings`` once, and make their spare copies: what the first session of a
-    process would otherwise wait for (``rtdash.app.warm_up`` runs it on a thread at server start)."""
+    """Draw the Live tab's charts for ``settings`` and make their spare copies, here and now: what the first session
+    of a process would otherwise wait for (about a second; rtdash.server runs it at server start)."""
     for asset in settings.assets:
-        price_chart(settings, asset, empty_frame("price"))
+        figure_template("price", [asset], "price", *price_lines(settings, asset)).fill_spares()
     for metric in WEATHER_METRICS:
-        weather_chart(settings, metric, empty_frame("weather"))  # each copy taken starts making the spares
+        figure_template("weather", settings.cities, metric, *weather_lines(settings, metric)).fill_spares()
 
 
 class LiveView(pn.viewable.Viewer):

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.core.property.validation import validate
 from bokeh.document import Document
 from bokeh.document.json import DocJson
 from bokeh.model import Model
@@ -46,6 +47,7 @@ from bokeh.models import (
 from bokeh.palettes import Category10_10
 from bokeh.util.serialization import make_id
 from panel.custom import JSComponent
+from tornado.ioloop import IOLoop
 
 from ..sources import SERIES, UNITS, empty_frame
 from ..sources.base import is_history
@@ -62,7 +64,7 @@ MARKER_POINTS = 50  # a line with at most this many points also shows them as ma
 SPAN_INTERVALS = 10  # the time axis of a line with a single point spans this many poll intervals around it
 CHART_HEIGHT = 300
 SPARES = 2  # copies of each chart kept ready for the next sessions (FigureTemplate.copy)
-SPARE_DELAY = 2.0  # seconds after a session took a copy before the spares are made again
+SPARE_DELAY = 1.0  # seconds after a session took a copy before the spares are made again (its page is served)
 CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 PALETTE = Category10_10
@@ -162,7 +164,15 @@ def copy_models(doc_json: DocJson, ids: Collection[str]) -> tuple[Document, dict
             return [renamed(value) for value in rep]
         return rep
 
-    return Document.from_json(renamed(doc_json)), new
+    doc_json = renamed(doc_json)
+    if threading.current_thread() is not threading.main_thread():
+        return Document.from_json(doc_json), new
+    # Bokeh's validation of every property read back doubles the time of a copy of values it validated when they
+    # were set.  ``validate`` switches it off process-wide (Property._should_validate), and restores it on exit: on
+    # the main thread only, where every other user of the switch (HoloViews, Panel) runs, so that no two of them
+    # interleave and leave it off.
+    with validate(False):
+        return Document.from_json(doc_json), new
 
 
 class FigureTemplate:
@@ -170,8 +180,8 @@ class FigureTemplate:
 
     ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
     lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
-    template's points (:func:`copy_models`), about a third of that (0.1 s for a weather chart of seven cities),
-    nearly all of it in Bokeh's ``Document.from_json``: so ``SPARES`` copies are made ahead, between sessions.
+    template's points (:func:`copy_models`), 50 ms for a weather chart of seven cities, nearly all of it in Bokeh's
+    ``Document.from_json``: so ``SPARES`` copies are made ahead, between sessions (:meth:`copy`)
     """
 
     def __init__(self, chart: hv.NdOverlay, value: str):
@@ -208,7 +218,7 @@ class FigureTemplate:
         self._pasts = {name: source.id for name, source in pasts.items()}
         self._boundary = boundary.id
 
-        self._spares: list[tuple] = []  # copies made ahead, on a thread of their own (SPARES)
+        self._spares: list[tuple] = []  # copies made ahead (SPARES)
         self._spares_lock = threading.Lock()
         self._refilling = False
 
@@ -216,21 +226,16 @@ class FigureTemplate:
         """A new figure, and its lines' data sources and marker renderers, its provider-history lines' data sources
         (by series), and the rule between provider history and live points.
 
-        A spare copy made ahead is handed out when there is one (a session is then built in milliseconds instead of
-        a tenth of a second per chart); the spares are made again ``SPARE_DELAY`` seconds later, on a thread.
+        A spare copy made ahead is handed out when there is one, and the spares are made again ``SPARE_DELAY``
+        seconds later on the running event loop, one per loop turn, so that the loop serves what waits in between.
         """
         with self._spares_lock:
             spare = self._spares.pop() if self._spares else None
-        self.make_spares()
+            loop = IOLoop.current(instance=False)
+            if loop is not None and not self._refilling and len(self._spares) < SPARES:
+                self._refilling = True
+                loop.call_later(SPARE_DELAY, self._add_spare, loop)
         return spare if spare is not None else self._copy()
-
-    def make_spares(self, delay: float = SPARE_DELAY) -> None:
-        """Make copies on a daemon thread, after ``delay`` seconds, until ``SPARES`` are ready (unless under way)."""
-        with self._spares_lock:
-            if self._refilling or len(self._spares) >= SPARES:
-                return
-            self._refilling = True
-        threading.Thread(target=self._make_spares, args=(delay,), name="rtdash-spares", daemon=True).start()
 
     def fill_spares(self) -> None:
         """Make copies, here and now, until ``SPARES`` are ready."""
@@ -239,15 +244,18 @@ class FigureTemplate:
             with self._spares_lock:
                 self._spares.append(spare)
 
-    def _make_spares(self, delay: float) -> None:
-        time.sleep(delay)  # the page whose session took a copy is served first
+    def _add_spare(self, loop: IOLoop) -> None:
         try:
-            self.fill_spares()
+            spare = self._copy()
         except Exception:  # pragma: no cover - a session then makes its own copy
             log.warning("could not make a spare copy of a chart", exc_info=True)
-        finally:
-            with self._spares_lock:
-                self._refilling = False
+            spare = None
+        with self._spares_lock:
+            if spare is not None:
+                self._spares.append(spare)
+            self._refilling = spare is not None and len(self._spares) < SPARES
+        if self._refilling:
+            loop.add_callback(self._add_spare, loop)
 
     def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
         doc, ids = copy_models(self._json, self._ids)

@@ -15,6 +15,10 @@ The same handlers are reached three ways:
 (``RTDASH_MAX_SESSIONS``, ``RTDASH_MAX_SESSIONS_PER_CLIENT``).  Importing this module also makes Bokeh's ERROR
 replies to a client hold no traceback (:func:`_short_error`).
 
+With ``--plugins rtdash.server`` (and ``python realtime_dashboard.py``) the Live tab's charts are drawn before the
+server listens (:func:`warm_up`), so the first page of a process does not wait for them; :func:`install` also
+compresses the page and its JavaScript, CSS and JSON (gzip, :class:`_Compressed`).
+
 ``/health`` is open (a load balancer cannot log in); it holds states, times, counts and the providers' error
 messages with keys removed — never a key, a price or a password.  ``/metrics`` is open when the server has no
 login; with ``--basic-auth`` or OAuth it needs a logged-in user or ``Authorization: Bearer $RTDASH_METRICS_TOKEN``.

@@ -775,9 +775,11 @@ class LiveView(pn.viewable.Viewer):
         self._subscriptions = []
         for kind, poller in self.runtime.pollers.items():
             # Rows that came between the history above and the subscription are in its history; the rest are skipped.
+            # Nearly always none came: then the charts hold it all already (the check is cheaper than the merge).
             subscription = poller.subscribe(functools.partial(self._receive, kind))
             self._subscriptions.append(subscription)
-            self._receive(kind, subscription.history)
+            if not subscription.history.equals(history[kind]):
+                self._receive(kind, subscription.history)
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:
         """New rows of ``kind`` from the poller (on this session's document), or a backlog to catch up from."""

@@ -78,8 +78,10 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     )
     # dynamic: a tab is rendered when it is shown, so the page starts with the Live tab alone (and a map whose
     # tiles cannot load does not hold back the page's "ready" event that live updates wait for).
-    # The History tab reads the store when it is first shown: most sessions never open it.
-    refresh, history = RefreshView(runtime=runtime), HistoryView(runtime=runtime, deferred=True)
+    # The Refresh tab builds its map and table, the History tab reads the store, when first shown (the link may ask
+    # for either): most sessions open neither.
+    refresh = RefreshView(runtime=runtime, deferred=True)
+    history = HistoryView(runtime=runtime, deferred=True)
     tabs = pn.Tabs(
         ("Live", LiveView(runtime=runtime, on_update=status.refresh)),  # new points and the badges: one message
         ("Refresh", refresh),
@@ -87,7 +89,8 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         dynamic=True,
         sizing_mode="stretch_width",
     )
-    tabs.param.watch(lambda event: event.new == 2 and history.show(), "active")  # 2: the History tab
+    shown = {1: refresh.show, 2: history.show}  # by the tab's index
+    tabs.param.watch(lambda event: event.new in shown and shown[event.new](), "active")
     # The URL carries the view (tab, assets, cities, metric, range): a shared link opens the same view.
     url = sync_url(tabs, history=history, refresh=refresh)
     # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the

@@ -541,8 +541,28 @@ def on_session(runtime) -> None:
         install(handler.application, settings)
         # A session is created by the page request, or by a websocket that outlived its page's session (or
         # reached another --num-procs process): only the page has headers to set.
-        if not isinstance(handler, tornado.websocket.WebSocketHandler):
+        if isinstance(handler, tornado.websocket.WebSocketHandler):
+            _local_stylesheets(doc, handler.application)
+        else:
             handler.set_header("Content-Security-Policy", frame_ancestors_header(settings))
+
+
+def _local_stylesheets(doc, app: tornado.web.Application) -> None:
+    """Point the stylesheets of a session that a websocket created at the server's own copies, as its page would.
+
+    Panel does that when it renders a session's page (``server_html_page_for_session`` sets the document's
+    ``dist_url``); a session made by a websocket, whose page's unused session was discarded meanwhile (a page that
+    took longer than ``--unused-session-lifetime`` to load) or came from another process, never had a page, and its
+    components asked cdn.holoviz.org for their CSS: unstyled, and "Failed to load resource" offline.
+    """
+    from panel.io.resources import LOCAL_DIST
+
+    resources = getattr(app, "resources", None)
+    if resources is None or resources().mode != "server":
+        return
+    rel_path = pn.state.rel_path
+    doc._template_variables.setdefault("dist_url", f"{rel_path}/{LOCAL_DIST}" if rel_path else LOCAL_DIST)
+    doc._template_variables.setdefault("theme_name", pn.config.theme)
 
 
 def _session_ended(key: int) -> None:

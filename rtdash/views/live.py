@@ -63,8 +63,8 @@ GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks 
 MARKER_POINTS = 50  # a line with at most this many points also shows them as markers (one reading draws no line)
 SPAN_INTERVALS = 10  # the time axis of a line with a single point spans this many poll intervals around it
 CHART_HEIGHT = 300
-SPARES = 2  # copies of each chart kept ready for the next sessions (FigureTemplate.copy)
-SPARE_DELAY = 1.0  # seconds after a session took a copy before the spares are made again (its page is served)
+SPARES = 3  # copies of each chart kept ready for the next sessions (FigureTemplate.copy)
+SPARE_DELAY = 5.0  # seconds after a session took a copy before the spares are made again: after its page loaded
 CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 PALETTE = Category10_10
@@ -181,10 +181,10 @@ class FigureTemplate:
     ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
     lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
     template's points (:func:`copy_models`), 50 ms for a weather chart of seven cities, nearly all of it in Bokeh's
-    ``Document.from_json``: so ``SPARES`` copies are made ahead, between sessions (:meth:`copy`)
+    ``Document.from_json``: so ``spares`` copies are made ahead, between sessions (:meth:`copy`).
     """
 
-    def __init__(self, chart: hv.NdOverlay, value: str):
+    def __init__(self, chart: hv.NdOverlay, value: str, spares: int = 0):
         # The browser keeps the ranges (setup_figure); the server never sets them.
         plot = hv.renderer("bokeh").get_plot(chart.opts(apply_ranges=False, hooks=[setup_figure], clone=True))
         sources = {_series(key): line.handles["source"] for key, line in plot.subplots.items()}
@@ -218,7 +218,8 @@ class FigureTemplate:
         self._pasts = {name: source.id for name, source in pasts.items()}
         self._boundary = boundary.id
 
-        self._spares: list[tuple] = []  # copies made ahead (SPARES)
+        self.spares = spares
+        self._spares: list[tuple] = []  # copies made ahead
         self._spares_lock = threading.Lock()
         self._refilling = False
 
@@ -232,14 +233,14 @@ class FigureTemplate:
         with self._spares_lock:
             spare = self._spares.pop() if self._spares else None
             loop = IOLoop.current(instance=False)
-            if loop is not None and not self._refilling and len(self._spares) < SPARES:
+            if loop is not None and not self._refilling and len(self._spares) < self.spares:
                 self._refilling = True
                 loop.call_later(SPARE_DELAY, self._add_spare, loop)
         return spare if spare is not None else self._copy()
 
     def fill_spares(self) -> None:
-        """Make copies, here and now, until ``SPARES`` are ready."""
-        while len(self._spares) < SPARES:
+        """Make copies, here and now, until ``spares`` are ready."""
+        while len(self._spares) < self.spares:
             spare = self._copy()
             with self._spares_lock:
                 self._spares.append(spare)
@@ -253,7 +254,7 @@ class FigureTemplate:
         with self._spares_lock:
             if spare is not None:
                 self._spares.append(spare)
-            self._refilling = spare is not None and len(self._spares) < SPARES
+            self._refilling = spare is not None and len(self._spares) < self.spares
         if self._refilling:
             loop.add_callback(self._add_spare, loop)
 
@@ -281,12 +282,12 @@ def figure_template(
     kind: str, names: list[str], value: str, chart: Callable[[pd.DataFrame], hv.NdOverlay], template: tuple | None
 ) -> FigureTemplate:
     """The :class:`FigureTemplate` of a chart (see :class:`StreamingChart`): drawn once per process for each
-    ``template``, or drawn anew when ``template`` is None."""
+    ``template``, with ``SPARES`` copies kept ready; or drawn anew, without spares, when ``template`` is None."""
     key = (kind, tuple(names), value, template)
     with _TEMPLATES_LOCK:
         built = _TEMPLATES.get(key) if template is not None else None
         if built is None:
-            built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
+            built = FigureTemplate(chart(placeholder_rows(kind, names)), value, SPARES if template is not None else 0)
             if template is not None:
                 _TEMPLATES[key] = built
     return built

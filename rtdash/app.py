@@ -79,8 +79,10 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # dynamic: a tab is rendered when it is shown, so the page starts with the Live tab alone (and a map whose
     # tiles cannot load does not hold back the page's "ready" event that live updates wait for).
     # The Refresh tab builds its map and table, the History tab reads the store, when first shown (the link may ask
-    # for either): most sessions open neither.
-    refresh = RefreshView(runtime=runtime, deferred=True)
+    # for either): most sessions open neither.  In a notebook the map and table are built at once: a component that
+    # a kernel makes after its output was shown takes its stylesheets from cdn.holoviz.org, which an offline
+    # JupyterLab cannot reach.
+    refresh = RefreshView(runtime=runtime, deferred=not in_kernel())
     history = HistoryView(runtime=runtime, deferred=True)
     tabs = pn.Tabs(
         ("Live", LiveView(runtime=runtime, on_update=status.refresh)),  # new points and the badges: one message

@@ -1,10 +1,11 @@
 """How fast the first chart appears: ``python -m benchmarks.first_paint [--pages 5] [--cold 2] [--apps ...]``.
 
-Each app is served by its real command (``panel serve``; Dash's own server) against the local imitation API
-(``tests/fakeapi.py``), price and weather every 1 s, and opened in headless Chromium (``/usr/bin/chromium``):
+Each app is served by its real command (``panel serve``, rtdash with ``--plugins rtdash.server`` as its deployment
+docs serve it; Dash's own server) against the local imitation API (``tests/fakeapi.py``), price and weather every
+1 s, and opened in headless Chromium (``/usr/bin/chromium``):
 
 * **cold** — the first page, opened as soon as the server answers ``/liveness`` (a new server each time);
-* **warm** — first visits: a fresh browser context each (no cache), one after another, after a warm-up page;
+* **warm** — first visits: a fresh browser context each (no cache), one after another, after the last cold page;
 * **repeat** — the same context visits again (the browser's cache and connections kept), one after another.
 
 Per page, in ms from navigation start: the HTML's first byte (``responseStart``) and its end (``responseEnd``:

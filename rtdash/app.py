@@ -12,6 +12,7 @@ import html
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Sequence
 
 import panel as pn
@@ -22,7 +23,7 @@ from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
 from .logs import setup_logging
 from .notebook import extension, in_kernel, log_stream
-from .server import admit, on_session, routes
+from .server import SESSION_BUILD, admit, on_session, routes, warm_up
 from .stream import get_runtime, stop_all
 from .views import OutputGuard
 from .views.alerts import AlertsView
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
 
     A bad setting gives a page with its one-line error (and one log line) instead of a traceback.
     """
+    start = time.perf_counter()
     extension()  # in a notebook: the JavaScript inline, once (rtdash.notebook)
     try:
         settings = settings if settings is not None else Settings.load(argv=argv)
@@ -77,8 +79,12 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     )
     # dynamic: a tab is rendered when it is shown, so the page starts with the Live tab alone (and a map whose
     # tiles cannot load does not hold back the page's "ready" event that live updates wait for).
-    # The History tab reads the store when it is first shown: most sessions never open it.
-    refresh, history = RefreshView(runtime=runtime), HistoryView(runtime=runtime, deferred=True)
+    # The Refresh tab builds its map and table, the History tab reads the store, when first shown (the link may ask
+    # for either): most sessions open neither.  In a notebook the map and table are built at once: a component that
+    # a kernel makes after its output was shown takes its stylesheets from cdn.holoviz.org, which an offline
+    # JupyterLab cannot reach.
+    refresh = RefreshView(runtime=runtime, deferred=not in_kernel())
+    history = HistoryView(runtime=runtime, deferred=True)
     tabs = pn.Tabs(
         ("Live", LiveView(runtime=runtime, on_update=status.refresh)),  # new points and the badges: one message
         ("Refresh", refresh),
@@ -86,14 +92,17 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         dynamic=True,
         sizing_mode="stretch_width",
     )
-    tabs.param.watch(lambda event: event.new == 2 and history.show(), "active")  # 2: the History tab
+    shown = {1: refresh.show, 2: history.show}  # by the tab's index
+    tabs.param.watch(lambda event: event.new in shown and shown[event.new](), "active")
     # The URL carries the view (tab, assets, cities, metric, range): a shared link opens the same view.
     url = sync_url(tabs, history=history, refresh=refresh)
     # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the
     # output is gone, so that its views end their subscriptions (rtdash.views.OutputGuard).
     guard = [OutputGuard()] if in_kernel() else []
     alerts = [AlertsView(alerts=runtime.alerts)] if runtime.alerts.rules else []  # firing now, recent, notifications
-    return pn.Column(header, status.banner, *alerts, url, tabs, *guard, sizing_mode="stretch_width")
+    app = pn.Column(header, status.banner, *alerts, url, tabs, *guard, sizing_mode="stretch_width")
+    SESSION_BUILD.observe(time.perf_counter() - start)  # rtdash_session_build_seconds in /metrics
+    return app
 
 
 @functools.cache
@@ -127,6 +136,7 @@ def serve_main(argv: Sequence[str] | None = None) -> None:
     # Signed sessions: only a token this server issued for a page opens one (Bokeh refuses any other: "Invalid token
     # signature").  The key is BOKEH_SECRET_KEY when set (several processes must share one), else one of its own.
     secret_key = bokeh_settings.secret_key_bytes() or secrets.token_urlsafe(32).encode()
+    warm_up(settings)  # the first page then does not wait for the charts to be drawn
     # At the address `panel serve realtime_dashboard.py` uses (its name), with "/" redirecting there.
     server = pn.serve(
         {APP_PATH: lambda: create_app(settings)},

@@ -15,6 +15,10 @@ The same handlers are reached three ways:
 (``RTDASH_MAX_SESSIONS``, ``RTDASH_MAX_SESSIONS_PER_CLIENT``).  Importing this module also makes Bokeh's ERROR
 replies to a client hold no traceback (:func:`_short_error`).
 
+With ``--plugins rtdash.server`` (and ``python realtime_dashboard.py``) the Live tab's charts are drawn before the
+server listens (:func:`warm_up`), so the first page of a process does not wait for them; :func:`install` also
+compresses the page and its JavaScript, CSS and JSON (gzip, :class:`_Compressed`).
+
 ``/health`` is open (a load balancer cannot log in); it holds states, times, counts and the providers' error
 messages with keys removed — never a key, a price or a password.  ``/metrics`` is open when the server has no
 login; with ``--basic-auth`` or OAuth it needs a logged-in user or ``Authorization: Bearer $RTDASH_METRICS_TOKEN``.
@@ -44,7 +48,6 @@ import panel as pn
 import tornado.web
 import tornado.websocket
 from bokeh.server.connection import ServerConnection
-from bokeh.settings import settings as bokeh_settings
 from panel.io.resources import LOCAL_DIST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest as _generate_latest
@@ -92,6 +95,11 @@ SUBSCRIBERS = Gauge("rtdash_subscribers", "Subscribers of a source's stream.", [
 SESSIONS = Gauge("rtdash_sessions", "Dashboard sessions open.", multiprocess_mode="livesum")
 SESSIONS_REFUSED = Counter(
     "rtdash_sessions_refused", "Sessions refused: a token no page was served with, or a cap reached.", ["reason"]
+)
+SESSION_BUILD = Histogram(
+    "rtdash_session_build_seconds",
+    "Time create_app took to build a session's dashboard (server time per new page, before its HTML is sent).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 STORE_WRITTEN = Counter("rtdash_store_rows_written", "Rows inserted into the history store.")
 STORE_DROPPED = Counter("rtdash_store_rows_dropped", "Rows lost because the store's buffer was full.")
@@ -479,6 +487,18 @@ class _FrameAncestors(tornado.web.OutputTransform):
         return status_code, headers, chunk
 
 
+class _Compressed(tornado.web.GZipContentEncoding):
+    """gzip for the page and its JavaScript, CSS and JSON, when the browser accepts it: Tornado's
+    ``compress_response``, which ``panel serve`` does not offer.  The Live tab's 3.5 MB of JavaScript and CSS travel
+    as 0.9 MB, once per browser (then cached), for about 80 ms of a core.  Not for exports: a CSV of millions of rows
+    would cost the server's event loop seconds of CPU (and a proxy may compress it instead)."""
+
+    COMPRESSED = frozenset({"text/html", "text/css", "text/javascript", "application/javascript", "application/json"})
+
+    def _compressible_type(self, ctype: str) -> bool:
+        return ctype in self.COMPRESSED
+
+
 def allow_websocket_origins(origins: Iterable[str]) -> None:
     """Accept websocket connections from pages of ``origins`` (host[:port] patterns), as ``BOKEH_ALLOW_WS_ORIGIN``
     would: the list replaces ``--allow-websocket-origin``'s.  Pages of the server's own origin (the request's
@@ -531,6 +551,8 @@ def install(app: tornado.web.Application, settings: Settings) -> None:
     _FrameAncestors.policy = frame_ancestors_header(settings)
     if _FrameAncestors not in app.transforms:
         app.add_transform(_FrameAncestors)
+    if _Compressed not in app.transforms:
+        app.add_transform(_Compressed)
 
 
 def on_session(runtime) -> None:
@@ -544,13 +566,6 @@ def on_session(runtime) -> None:
     doc = pn.state.curdoc
     if doc is None or getattr(doc, "session_context", None) is None:
         return
-    # Panel points its components' stylesheets at this server's copies (``dist_url``) when it renders the page,
-    # after the session was built; a stylesheet made before then kept the CDN's address (a callback of the session
-    # that ran first, on a busy machine: a page offline lost its theme, button and spinner styles).  So the address
-    # is set from the start (panel.io.server.server_html_page_for_session sets the same one later).
-    if bokeh_settings.resources(default="server").startswith("server"):
-        rel = pn.state.rel_path
-        doc._template_variables.setdefault("dist_url", f"{rel}/{LOCAL_DIST}" if rel else LOCAL_DIST)
     handler = _request_handler()
     key = id(doc)
     if key not in _sessions:
@@ -559,10 +574,29 @@ def on_session(runtime) -> None:
         pn.state.on_session_destroyed(lambda _context: _session_ended(key))
     if handler is not None:
         install(handler.application, settings)
+        _local_stylesheets(doc, handler.application)
         # A session is created by the page request, or by a websocket that outlived its page's session (or
         # reached another --num-procs process): only the page has headers to set.
         if not isinstance(handler, tornado.websocket.WebSocketHandler):
             handler.set_header("Content-Security-Policy", frame_ancestors_header(settings))
+
+
+def _local_stylesheets(doc, app: tornado.web.Application) -> None:
+    """Point the session's stylesheets at the server's own copies from its start, as its page would.
+
+    Panel does that when it renders a session's page (``server_html_page_for_session`` sets the document's
+    ``dist_url``), after the session was built.  A session made by a websocket, whose page's unused session was
+    discarded meanwhile (a page that took longer than ``--unused-session-lifetime`` to load, on a busy machine) or
+    came from another process, never had a page, and its components asked cdn.holoviz.org for their CSS: unstyled,
+    and "Failed to load resource" offline.  Set for every session, so that nothing made before the page is rendered
+    depends on it either (the page sets the same address again).
+    """
+    resources = getattr(app, "resources", None)
+    if resources is None or resources().mode != "server":
+        return
+    rel_path = pn.state.rel_path
+    doc._template_variables.setdefault("dist_url", f"{rel_path}/{LOCAL_DIST}" if rel_path else LOCAL_DIST)
+    doc._template_variables.setdefault("theme_name", pn.config.theme)
 
 
 def _session_ended(key: int) -> None:
@@ -721,6 +755,22 @@ def _settings_from_env() -> Settings | None:
     return _process_settings[0]
 
 
+def warm_up(settings: Settings) -> None:
+    """Import the charts' libraries and draw the Live tab's charts before the server listens, so that the first
+    page of the process does not wait for them (rtdash.views.live.warm_up; about 2 s on 2 cores).  Done in the
+    main thread, before ``--num-procs`` forks its processes, which inherit the result; a failure is logged and
+    leaves the work to the first session."""
+    start = time.monotonic()
+    try:
+        from .views.live import warm_up as draw  # HoloViews and hvPlot: imported here, not with this module
+
+        draw(settings)
+    except Exception:  # pragma: no cover - the first session draws the charts itself
+        log.warning("warm-up failed: the first page will draw the charts", exc_info=True)
+    else:
+        log.debug("warm-up: the Live charts drawn in %.2f s", time.monotonic() - start)
+
+
 def _metrics_token() -> str | None:
     for runtime in runtimes():
         if runtime.settings.metrics_token:
@@ -734,6 +784,7 @@ def _plugin_loaded() -> None:
     settings = _settings_from_env()
     if settings is not None:
         setup_logging(settings)  # every line bounded and redacted from the start, before any session
+        warm_up(settings)
         if settings.allowed_origins:
             allow_websocket_origins(settings.allowed_origins)
     if pn.config.basic_auth:  # set by --basic-auth before plugins load: rate-limited login, revoking logout

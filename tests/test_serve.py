@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urljoin
 
 import requests
 from bokeh.client import ClientSession
@@ -73,6 +75,10 @@ def test_panel_serve_answers_and_a_session_opens(serve):
     assert page.status_code == 200
     assert "<title>rtdash · live prices and weather</title>" in page.content.decode()
     assert tab_titles(f"{app.url}/realtime_dashboard") == ["Live", "Refresh", "History"]
+    # The page's JavaScript travels gzipped once a session has set the server up (rtdash.server._Compressed).
+    script = re.search(r'src="([^"]*bokeh\.min\.js[^"]*)"', page.text).group(1)
+    js = requests.get(urljoin(page.url, script), headers={"Accept-Encoding": "gzip"}, timeout=30)
+    assert js.status_code == 200 and js.headers.get("Content-Encoding") == "gzip"
     assert "Traceback" not in app.output()
 
 

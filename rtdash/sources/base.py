@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +81,13 @@ def number(value) -> float:
 
 
 def empty_frame(kind: str) -> pd.DataFrame:
-    """An empty frame with the schema of ``kind`` (``price`` or ``weather``) and its dtypes."""
+    """An empty frame with the schema of ``kind`` (``price`` or ``weather``) and its dtypes (a new copy each time of
+    one made once: building it costs pandas about 5 ms, and every session asks for a few)."""
+    return _empty_frame(kind).copy()
+
+
+@functools.cache
+def _empty_frame(kind: str) -> pd.DataFrame:
     return tidy(pd.DataFrame({column: [] for column in COLUMNS[kind]}), kind)
 
 

@@ -31,13 +31,23 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.core.property.validation import validate
 from bokeh.document import Document
 from bokeh.document.json import DocJson
 from bokeh.model import Model
-from bokeh.models import ColumnDataSource, DataRange1d, DatetimeTickFormatter, NumeralTickFormatter, Scatter, Span
+from bokeh.models import (
+    ColumnDataSource,
+    DataRange1d,
+    DatetimeTickFormatter,
+    GlyphRenderer,
+    NumeralTickFormatter,
+    Scatter,
+    Span,
+)
 from bokeh.palettes import Category10_10
 from bokeh.util.serialization import make_id
 from panel.custom import JSComponent
+from tornado.ioloop import IOLoop
 
 from ..sources import SERIES, UNITS, empty_frame
 from ..sources.base import is_history
@@ -54,6 +64,8 @@ GAP_INTERVALS = 3  # a jump in time longer than this many poll intervals breaks 
 MARKER_POINTS = 50  # a line with at most this many points also shows them as markers (one reading draws no line)
 SPAN_INTERVALS = 10  # the time axis of a line with a single point spans this many poll intervals around it
 CHART_HEIGHT = 300
+SPARES = 3  # copies of each chart kept ready for the next sessions (FigureTemplate.copy)
+SPARE_DELAY = 5.0  # seconds after a session took a copy before the spares are made again: after its page loaded
 CHARTS_CSS = ".bk-Figure {flex: 1 1 360px !important; width: auto !important; min-width: 0 !important}"
 WEATHER_METRICS = {"temperature": "Temperature", "humidity": "Humidity", "wind_speed": "Wind speed"}
 PALETTE = Category10_10
@@ -153,7 +165,15 @@ def copy_models(doc_json: DocJson, ids: Collection[str]) -> tuple[Document, dict
             return [renamed(value) for value in rep]
         return rep
 
-    return Document.from_json(renamed(doc_json)), new
+    doc_json = renamed(doc_json)
+    if threading.current_thread() is not threading.main_thread():
+        return Document.from_json(doc_json), new
+    # Bokeh's validation of every property read back doubles the time of a copy of values it validated when they
+    # were set.  ``validate`` switches it off process-wide (Property._should_validate), and restores it on exit: on
+    # the main thread only, where every other user of the switch (HoloViews, Panel) runs, so that no two of them
+    # interleave and leave it off.
+    with validate(False):
+        return Document.from_json(doc_json), new
 
 
 class FigureTemplate:
@@ -161,10 +181,11 @@ class FigureTemplate:
 
     ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
     lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
-    template's points (:func:`copy_models`), about a fifth of that, nearly all of it in Bokeh's ``Document.from_json``.
+    template's points (:func:`copy_models`), 50 ms for a weather chart of seven cities, nearly all of it in Bokeh's
+    ``Document.from_json``: so ``spares`` copies are made ahead, between sessions (:meth:`copy`).
     """
 
-    def __init__(self, chart: hv.NdOverlay, value: str):
+    def __init__(self, chart: hv.NdOverlay, value: str, spares: int = 0):
         # The browser keeps the ranges (setup_figure); the server never sets them.
         plot = hv.renderer("bokeh").get_plot(chart.opts(apply_ranges=False, hooks=[setup_figure], clone=True))
         sources = {_series(key): line.handles["source"] for key, line in plot.subplots.items()}
@@ -174,6 +195,12 @@ class FigureTemplate:
         # renders WebGL in software, and 20 such pages on 2 cores fell seconds behind; a line of 10k points is
         # cheap on a canvas (BENCHMARKS.md: fetch-to-pixel).
         plot.state.output_backend = "canvas"
+        # The look of a selected, unselected or muted line as BokehJS derives it from the line's own ("auto"),
+        # instead of three more glyph models per line that HoloViews and figure.line() make: the charts have no
+        # selection tool and no Bokeh legend to mute with, and a weather chart then has 165 models instead of 214,
+        # which every session copies, serializes and sends, and every page builds.
+        for renderer in plot.state.select(GlyphRenderer):
+            renderer.update(selection_glyph="auto", nonselection_glyph="auto", muted_glyph="auto")
         markers = {
             name: next(r for r in plot.state.renderers if r.data_source is source and isinstance(r.glyph, Scatter))
             for name, source in sources.items()
@@ -192,9 +219,47 @@ class FigureTemplate:
         self._pasts = {name: source.id for name, source in pasts.items()}
         self._boundary = boundary.id
 
+        self.spares = spares
+        self._spares: list[tuple] = []  # copies made ahead
+        self._spares_lock = threading.Lock()
+        self._refilling = False
+
     def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
         """A new figure, and its lines' data sources and marker renderers, its provider-history lines' data sources
-        (by series), and the rule between provider history and live points."""
+        (by series), and the rule between provider history and live points.
+
+        A spare copy made ahead is handed out when there is one, and the spares are made again ``SPARE_DELAY``
+        seconds later on the running event loop, one per loop turn, so that the loop serves what waits in between.
+        """
+        with self._spares_lock:
+            spare = self._spares.pop() if self._spares else None
+            loop = IOLoop.current(instance=False)
+            if loop is not None and not self._refilling and len(self._spares) < self.spares:
+                self._refilling = True
+                loop.call_later(SPARE_DELAY, self._add_spare, loop)
+        return spare if spare is not None else self._copy()
+
+    def fill_spares(self) -> None:
+        """Make copies, here and now, until ``spares`` are ready."""
+        while len(self._spares) < self.spares:
+            spare = self._copy()
+            with self._spares_lock:
+                self._spares.append(spare)
+
+    def _add_spare(self, loop: IOLoop) -> None:
+        try:
+            spare = self._copy()
+        except Exception:  # pragma: no cover - a session then makes its own copy
+            log.warning("could not make a spare copy of a chart", exc_info=True)
+            spare = None
+        with self._spares_lock:
+            if spare is not None:
+                self._spares.append(spare)
+            self._refilling = spare is not None and len(self._spares) < self.spares
+        if self._refilling:
+            loop.add_callback(self._add_spare, loop)
+
+    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
@@ -212,6 +277,21 @@ def _series(key) -> str:
 
 _TEMPLATES: dict[tuple, FigureTemplate] = {}
 _TEMPLATES_LOCK = threading.Lock()
+
+
+def figure_template(
+    kind: str, names: list[str], value: str, chart: Callable[[pd.DataFrame], hv.NdOverlay], template: tuple | None
+) -> FigureTemplate:
+    """The :class:`FigureTemplate` of a chart (see :class:`StreamingChart`): drawn once per process for each
+    ``template``, with ``SPARES`` copies kept ready; or drawn anew, without spares, when ``template`` is None."""
+    key = (kind, tuple(names), value, template)
+    with _TEMPLATES_LOCK:
+        built = _TEMPLATES.get(key) if template is not None else None
+        if built is None:
+            built = FigureTemplate(chart(placeholder_rows(kind, names)), value, SPARES if template is not None else 0)
+            if template is not None:
+                _TEMPLATES[key] = built
+    return built
 
 
 class StreamingChart:
@@ -256,13 +336,7 @@ class StreamingChart:
         self._past: dict[str, pd.Series] = {}  # per series, the provider's history points held (value by time in ms)
         self._live_seen = False  # whether the rule was placed with live points in the chart
 
-        key = (kind, tuple(names), value, template)
-        with _TEMPLATES_LOCK:
-            built = _TEMPLATES.get(key) if template is not None else None
-            if built is None:
-                built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
-                if template is not None:
-                    _TEMPLATES[key] = built
+        built = figure_template(kind, names, value, chart, template)
         self.figure, self.sources, self.markers, self.pasts, self.boundary = built.copy()
         self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
         history, past = split_past(history)
@@ -568,6 +642,73 @@ export function render({ model, el, view }) {
 """
 
 
+def city_colours(settings) -> dict[str, str]:
+    """Each city's line colour, in the order of ``RTDASH_CITIES``."""
+    return {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
+
+
+def price_lines(settings, asset: str) -> tuple[Callable[[pd.DataFrame], hv.NdOverlay], tuple]:
+    """The declaration of ``asset``'s price chart (tidy rows to an hvPlot chart), and what its look depends on."""
+    quote = settings.quote
+
+    def chart(rows: pd.DataFrame) -> hv.NdOverlay:
+        return rows.hvplot.line(
+            y="price",
+            by="asset",
+            color=[PALETTE[0]],
+            title=f"{asset}-{quote}",
+            ylabel=f"Price ({quote})",
+            yformatter=NumeralTickFormatter(format="0,0.[000000]"),
+            hover_tooltips=[HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {quote}")],
+            **LINE_OPTS,
+        )
+
+    return chart, (quote,)
+
+
+def weather_lines(settings, metric: str) -> tuple[Callable[[pd.DataFrame], hv.NdOverlay], tuple]:
+    """The declaration of the chart of weather ``metric`` (a key of ``WEATHER_METRICS``), one line per city, and
+    what its look depends on."""
+    title, unit, colours = WEATHER_METRICS[metric], UNITS[settings.units][metric], city_colours(settings)
+
+    def chart(rows: pd.DataFrame) -> hv.NdOverlay:
+        return rows.hvplot.line(
+            y=metric,
+            by="city",
+            color=[colours[city] for city in settings.cities],
+            title=title,
+            ylabel=f"{title} ({unit})",
+            # The city is the line's name (see setup_figure), not a column sent with every point.
+            hover_tooltips=[("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")],
+            **LINE_OPTS,
+        )
+
+    return chart, (unit, tuple(colours.values()))
+
+
+def price_chart(settings, asset: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
+    """The streaming price chart of ``asset``, starting with ``history`` (tidy price rows)."""
+    chart, look = price_lines(settings, asset)
+    args = (settings.price_interval, settings.backlog, history, chart)
+    return StreamingChart("price", [asset], "price", *args, template=look, resolution=resolution)
+
+
+def weather_chart(settings, metric: str, history: pd.DataFrame, resolution: float = 0.0) -> StreamingChart:
+    """The streaming chart of weather ``metric``, one line per city, starting with ``history`` (tidy weather rows)."""
+    chart, look = weather_lines(settings, metric)
+    args = (settings.weather_interval, settings.backlog, history, chart)
+    return StreamingChart("weather", settings.cities, metric, *args, template=look, resolution=resolution)
+
+
+def warm_up(settings) -> None:
+    """Draw the Live tab's charts for ``settings`` and make their spare copies, here and now: what the first session
+    of a process would otherwise wait for (about a second; rtdash.server runs it at server start)."""
+    for asset in settings.assets:
+        figure_template("price", [asset], "price", *price_lines(settings, asset)).fill_spares()
+    for metric in WEATHER_METRICS:
+        figure_template("weather", settings.cities, metric, *weather_lines(settings, metric)).fill_spares()
+
+
 class LiveView(pn.viewable.Viewer):
     """Latest prices and streaming charts for one browser session."""
 
@@ -581,13 +722,15 @@ class LiveView(pn.viewable.Viewer):
         super().__init__(**params)
         settings = self.runtime.settings
         self._quote = settings.quote
-        units = UNITS[settings.units]
-        colours = {city: PALETTE[i % len(PALETTE)] for i, city in enumerate(settings.cities)}
+        colours = city_colours(settings)
         history = {kind: poller.history() for kind, poller in self.runtime.pollers.items()}
-        self._prices = {asset: self._price_chart(asset, history["price"]) for asset in settings.assets}
+        resolution = {kind: poller.source.history_provider.resolution for kind, poller in self.runtime.pollers.items()}
+        self._prices = {
+            asset: price_chart(settings, asset, history["price"], resolution["price"]) for asset in settings.assets
+        }
         self._weather = {
-            metric: self._weather_chart(metric, title, units[metric], colours, history["weather"])
-            for metric, title in WEATHER_METRICS.items()
+            metric: weather_chart(settings, metric, history["weather"], resolution["weather"])
+            for metric in WEATHER_METRICS
         }
         provider = self.runtime.price.status.provider
         for asset, chart in self._prices.items():
@@ -636,65 +779,11 @@ class LiveView(pn.viewable.Viewer):
         self._subscriptions = []
         for kind, poller in self.runtime.pollers.items():
             # Rows that came between the history above and the subscription are in its history; the rest are skipped.
+            # Nearly always none came: then the charts hold it all already (the check is cheaper than the merge).
             subscription = poller.subscribe(functools.partial(self._receive, kind))
             self._subscriptions.append(subscription)
-            self._receive(kind, subscription.history)
-
-    def _price_chart(self, asset: str, history: pd.DataFrame) -> StreamingChart:
-        quote, settings = self._quote, self.runtime.settings
-
-        def chart(rows: pd.DataFrame) -> hv.NdOverlay:
-            return rows.hvplot.line(
-                y="price",
-                by="asset",
-                color=[PALETTE[0]],
-                title=f"{asset}-{quote}",
-                ylabel=f"Price ({quote})",
-                yformatter=NumeralTickFormatter(format="0,0.[000000]"),
-                hover_tooltips=[HOVER_TIME, ("Price", f"@{{price}}{{0,0.00[0000]}} {quote}")],
-                **LINE_OPTS,
-            )
-
-        return StreamingChart(
-            "price",
-            [asset],
-            "price",
-            settings.price_interval,
-            settings.backlog,
-            history,
-            chart,
-            template=(quote,),
-            resolution=self.runtime.price.source.history_provider.resolution,
-        )
-
-    def _weather_chart(
-        self, metric: str, title: str, unit: str, colours: dict[str, str], history: pd.DataFrame
-    ) -> StreamingChart:
-        settings = self.runtime.settings
-
-        def chart(rows: pd.DataFrame) -> hv.NdOverlay:
-            return rows.hvplot.line(
-                y=metric,
-                by="city",
-                color=[colours[city] for city in settings.cities],
-                title=title,
-                ylabel=f"{title} ({unit})",
-                # The city is the line's name (see setup_figure), not a column sent with every point.
-                hover_tooltips=[("City", "$name"), HOVER_TIME, (title, f"@{{{metric}}}{{0.0}} {unit}")],
-                **LINE_OPTS,
-            )
-
-        return StreamingChart(
-            "weather",
-            settings.cities,
-            metric,
-            settings.weather_interval,
-            settings.backlog,
-            history,
-            chart,
-            template=(unit, tuple(colours.values())),
-            resolution=self.runtime.weather.source.history_provider.resolution,
-        )
+            if not subscription.history.equals(history[kind]):
+                self._receive(kind, subscription.history)
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:
         """New rows of ``kind`` from the poller (on this session's document), or a backlog to catch up from."""

@@ -79,7 +79,9 @@ class RefreshView(pn.viewable.Viewer):
     )
     stale = param.Boolean(default=False, precedence=-1, doc="The rows shown are older than a failed refresh.")
 
-    def __init__(self, **params) -> None:
+    def __init__(self, deferred: bool = False, **params) -> None:
+        """``deferred``: build the map and the table when ``show()`` is first called (its tab shown), not now: most
+        sessions never open the tab, and the two cost a page about 60 ms of server time (the app's tabs)."""
         params.setdefault("frame", empty_frame("weather"))
         super().__init__(**params)
         settings = self.runtime.settings
@@ -92,6 +94,37 @@ class RefreshView(pn.viewable.Viewer):
             self.param.metric, color="primary", variant="outline", name="", description=None
         )
         self._status = pn.pane.HTML(stylesheets=[STATUS_CSS], sizing_mode="stretch_width", margin=(5, 10))
+        self._map: pn.pane.HoloViews | None = None
+        self._table: pn.widgets.Tabulator | None = None
+        # The table goes under the map when both do not fit side by side (a notebook's width): the map keeps a
+        # usable size rather than being squeezed beside the table, and the table fits the output's width.
+        self._body = pn.FlexBox(flex_wrap="wrap", sizing_mode="stretch_width")
+        # Outside a server session (a notebook), the guard tells the kernel when the output is gone, so that Panel
+        # forgets its models (rtdash.views.OutputGuard).
+        guard = [OutputGuard()] if current_dispatch()[1] is None else []
+        self._layout = pn.Column(
+            pn.Row(self._button, self._selector, self._status, sizing_mode="stretch_width"),
+            self._body,
+            *guard,
+            sizing_mode="stretch_width",
+        )
+        if not deferred:
+            self.show()
+        self._update_status()
+
+        # Show the rows collected so far, or the first ones to arrive; after that only Refresh changes the view.
+        self._first = self.runtime.weather.subscribe(self._first_rows)
+        if len(self._first.history):
+            self._first.cancel()
+            self.frame = latest_per_city(self._first.history)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    def show(self) -> None:
+        """Its tab is shown: build the map and the table (once)."""
+        if self._table is not None:
+            return
         points = hv.DynamicMap(self._points)
         if self._tiles is not None:
             points = (tile_sources[self._tiles]() * points).opts(xlabel="Longitude", ylabel="Latitude")
@@ -120,29 +153,8 @@ class RefreshView(pn.viewable.Viewer):
                 **{m: NumberFormatter(format="0.0", text_align="right") for m in METRICS.values()},
             },
         )
-        # The table goes under the map when both do not fit side by side (a notebook's width): the map keeps a
-        # usable size rather than being squeezed beside the table, and the table fits the output's width.
-        self._body = pn.FlexBox(self._map, self._table, flex_wrap="wrap", sizing_mode="stretch_width")
-        # Outside a server session (a notebook), the guard tells the kernel when the output is gone, so that Panel
-        # forgets its models (rtdash.views.OutputGuard).
-        guard = [OutputGuard()] if current_dispatch()[1] is None else []
-        self._layout = pn.Column(
-            pn.Row(self._button, self._selector, self._status, sizing_mode="stretch_width"),
-            self._body,
-            *guard,
-            sizing_mode="stretch_width",
-        )
         self._update_table()
-        self._update_status()
-
-        # Show the rows collected so far, or the first ones to arrive; after that only Refresh changes the view.
-        self._first = self.runtime.weather.subscribe(self._first_rows)
-        if len(self._first.history):
-            self._first.cancel()
-            self.frame = latest_per_city(self._first.history)
-
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
+        self._body[:] = [self._map, self._table]
 
     # -- fetching -----------------------------------------------------------------------------------------------
 
@@ -226,6 +238,8 @@ class RefreshView(pn.viewable.Viewer):
 
     @param.depends("metric", "frame", watch=True)
     def _update_table(self) -> None:
+        if self._table is None:
+            return  # not shown yet (show() builds it from the rows of the moment)
         self._table.param.update(value=self._table_frame(), titles=self._titles())
 
     def _table_frame(self) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,19 @@ def test_charts_stream_only_new_points(serve, page):
         # The new points only: one per fetch, a line break after a gap; updates that land together are combined.
         assert max(streamed_rows(e) for e in streamed(chart)) <= 4
     assert page.console_errors == []
+
+
+def test_a_page_slower_than_its_unused_session_is_styled_from_the_server(serve, page):
+    """A page whose websocket comes after its unused session was discarded (its script held 3 s here; the tests'
+    servers discard a session unused for 1 s) gets a session made by the websocket: styled like any other, with
+    the server's own stylesheets, not cdn.holoviz.org's."""
+    app = serve(env=FAST)
+    failed = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    page.route("**/bokeh.min.js*", lambda route: (time.sleep(3), route.continue_()))
+    open_dashboard(page, app)
+    wait_until(lambda: rows(page, "price") and min(rows(page, "price")) >= 2, 30, message="price points")
+    assert failed == [] and page.console_errors == []
 
 
 def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(serve, page):

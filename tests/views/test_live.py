@@ -6,6 +6,7 @@ and the old rows dropped when the data switches between simulated and live.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 
@@ -16,17 +17,23 @@ from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent as ColumnsStreamed
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.settings import settings as bokeh_settings
+from tornado.ioloop import IOLoop
 
 from rtdash.sources.base import is_history
 from rtdash.stream import Runtime, get_runtime
+from rtdash.views import live
 from rtdash.views.live import (
     MARKER_POINTS,
     SPAN_INTERVALS,
+    SPARES,
+    WEATHER_METRICS,
     FigureTemplate,
     LiveView,
     StreamingChart,
     copy_models,
+    figure_template,
     placeholder_rows,
+    weather_lines,
 )
 from tests.helpers import wait_until
 from tests.views.test_refresh import plain
@@ -111,6 +118,50 @@ def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
         assert marks["BTC"] is marker
         assert figure.document is None  # ready for the session's document
         assert sorted(type(m).__name__ for m in ids.values()) == sorted(type(m).__name__ for m in models[0].values())
+
+
+def test_spare_copies_are_handed_out_first_and_made_again_on_the_event_loop(monkeypatch) -> None:
+    """A session takes a copy made ahead; the spares are made again on the loop it runs on, each copy with models of
+    its own."""
+    monkeypatch.setattr(live, "SPARE_DELAY", 0.0)
+    template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price", spares=2)
+    template.fill_spares()
+    ready = [spare[0] for spare in template._spares]
+
+    async def session() -> list:
+        IOLoop.current()  # the server's loop: Tornado's, over asyncio's
+        taken = [template.copy()[0] for _ in range(3)]  # two spares, then one made there and then
+        while len(template._spares) < 2:
+            await asyncio.sleep(0.05)
+        return taken
+
+    taken = plain(asyncio.run, asyncio.wait_for(session(), 30))  # a thread with no loop of Playwright's
+    assert taken[:2] == ready[::-1] and taken[2] not in ready
+    figures = [*taken, *(spare[0] for spare in template._spares)]
+    ids = [{m.id for m in figure.references()} for figure in figures]
+    assert sum(map(len, ids)) == len(set().union(*ids))  # no model shared by two copies
+
+
+def test_a_chart_without_a_look_of_its_own_keeps_no_spares() -> None:
+    """Only the process's chart templates (a ``template`` key) keep copies ahead; a one-off chart does not."""
+    kept = figure_template("price", ["BTC"], "price", price_lines, ("a look",))
+    assert kept.spares == SPARES and figure_template("price", ["BTC"], "price", price_lines, ("a look",)) is kept
+    one_off = figure_template("price", ["BTC"], "price", price_lines, None)
+    assert one_off.spares == 0 and one_off not in live._TEMPLATES.values()
+
+
+def test_warm_up_draws_the_live_charts_and_their_spares(make_settings) -> None:
+    settings = make_settings(**QUIET)
+    live.warm_up(settings)
+    for metric in WEATHER_METRICS:
+        template = figure_template("weather", settings.cities, metric, *weather_lines(settings, metric))
+        assert len(template._spares) == SPARES
+
+
+def test_the_lines_leave_their_selected_unselected_and_muted_looks_to_bokehjs() -> None:
+    """No selection tool and no Bokeh legend: three glyph models per line fewer to copy, send and build."""
+    for renderer in chart().figure.renderers:
+        assert (renderer.selection_glyph, renderer.nonselection_glyph, renderer.muted_glyph) == ("auto",) * 3
 
 
 def test_copy_models_renames_ids_not_text() -> None:

@@ -68,6 +68,16 @@ def map_of(view: RefreshView) -> tuple[dict, LinearColorMapper, Document]:
     return points.data_source, points.glyph.fill_color["transform"], doc
 
 
+def test_a_deferred_view_builds_its_map_and_table_when_first_shown(runtime) -> None:
+    """The app's Refresh tab: most sessions never open it, so its map and table are built when it is shown."""
+    view = plain(RefreshView, runtime=runtime(), deferred=True)
+    assert view._map is None and view._table is None and len(view._body) == 0
+    plain(view.show)
+    plain(view.show)  # once
+    assert list(view._body) == [view._map, view._table]
+    assert sorted(view._table.value["city"]) == sorted(view.frame["city"])
+
+
 def test_shows_the_rows_collected_before_the_first_click_without_fetching(runtime, fake_api) -> None:
     rt = runtime()
     view = new_view(rt)

@@ -497,8 +497,10 @@ def setup_figure(plot, element) -> None:
     figure = plot.state
     if isinstance(figure.x_range, DataRange1d):
         return
-    figure.x_range = DataRange1d(range_padding=0.02, only_visible=True)
-    figure.y_range = DataRange1d(range_padding=0.1, only_visible=True)
+    # Not synced back (``syncable``): the browser recomputes both ranges at every update, and each change came back
+    # to the server (or the kernel) as a message of its own, several a second per page, that nothing here reads.
+    figure.x_range = DataRange1d(range_padding=0.02, only_visible=True, syncable=False)
+    figure.y_range = DataRange1d(range_padding=0.1, only_visible=True, syncable=False)
     figure.xaxis[0].formatter = TIME_FORMATTER.clone()
     handlers = figure._event_callbacks.get("rangesupdate", [])
     handlers[:] = [handler for handler in handlers if getattr(handler, "__name__", "") != "_disable_follow"]

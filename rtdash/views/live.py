@@ -879,9 +879,13 @@ class LiveView(pn.viewable.Viewer):
                 self._receive(kind, poller.history())
 
     def __panel__(self) -> pn.viewable.Viewable:
-        controls = pn.Column(self._toggle, self._paused_note, align="center")
+        # Pushed to the right end of the cards' row (or of the line it wraps to).
+        controls = pn.Column(self._toggle, self._paused_note, align="center", stylesheets=[":host {margin-left: auto}"])
         return pn.Column(
-            pn.Row(*self._cards.values(), pn.HSpacer(), controls, sizing_mode="stretch_width"),
+            # The cards left, Pause right; on a narrow page (a notebook's output, a phone) Pause wraps under them.
+            pn.FlexBox(
+                *self._cards.values(), controls, flex_wrap="wrap", align_items="center", sizing_mode="stretch_width"
+            ),
             # Charts side by side while each gets 360 px; narrower (a notebook, a phone) they wrap, never cut off.
             pn.FlexBox(*self._price_panes, flex_wrap="wrap", sizing_mode="stretch_width", stylesheets=[CHARTS_CSS]),
             self._legend,

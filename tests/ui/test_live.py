@@ -291,6 +291,26 @@ def test_a_long_badge_line_wraps_inside_its_pill_on_a_narrow_page(serve, page):
         assert max(found["lines"]) <= found["pill"], f"{kind} badge's lines run past the pill: {found}"
 
 
+def test_the_pause_button_stays_inside_a_narrow_page(serve, page):
+    """At a notebook output's width the price card and the Pause button did not fit side by side, and the button
+    was cut to an empty grey square at the edge: it wraps under the card instead."""
+    app = serve(env=FAST)
+    page.set_viewport_size({"width": 420, "height": 900})
+    open_dashboard(page, app)
+    button = page.get_by_role("button", name="Pause")
+    expect(button).to_be_visible()
+    box = button.evaluate(
+        """b => { const r = b.getBoundingClientRect(), rows = [];
+                  for (let e = b; e; e = e.parentElement ?? e.getRootNode().host) {
+                    const s = getComputedStyle(e);
+                    if (s.overflowX !== "visible") rows.push(e.getBoundingClientRect().right);
+                  }
+                  return {left: r.left, right: r.right, width: r.width, page: document.documentElement.clientWidth,
+                          clip: Math.min(...rows, Infinity)}; }"""
+    )
+    assert box["right"] <= min(box["page"], box["clip"]) and box["width"] >= 60, box
+
+
 def test_bad_setting_shows_one_line_on_the_page(serve, page):
     app = serve(env={"RTDASH_UNITS": "kelvin"})
     page.goto(f"{app.url}/realtime_dashboard")

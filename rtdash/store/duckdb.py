@@ -8,6 +8,7 @@ opened by one process at a time — several processes (``--num-procs``, a separa
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from ..sources import COLUMNS
 from .base import ALERTS_DDL, KINDS, Store, StoreError, table_ddl
 
 _PARAM = re.compile(r"%\((\w+)\)s")
+CLOSE_WAIT = 10.0  # seconds close() waits for the operations under way before interrupting them
 
 
 def _dollar(sql: str) -> str:
@@ -60,14 +62,26 @@ class DuckDBStore(Store):
         except duckdb.Error as exc:
             raise StoreError(f"cannot open the history store {path}: {exc}") from None
         self._closed = threading.Event()
+        self._idle = threading.Condition()  # notified when an operation ends (_busy: how many are under way)
+        self._busy = 0
         for kind in KINDS:
             self._execute(table_ddl(kind))
         self._execute(ALERTS_DDL)
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        if self._closed.is_set():
-            raise StoreError(f"the history store {self.url} is closed")
-        return self._con.cursor()
+    @contextlib.contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own for one operation, counted so that :meth:`close` can wait for it."""
+        with self._idle:
+            if self._closed.is_set():
+                raise StoreError(f"the history store {self.url} is closed")
+            self._busy += 1
+        try:
+            with self._con.cursor() as cur:
+                yield cur
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def _execute(self, sql: str, params: dict[str, Any] | None = None) -> int:
         with self._cursor() as cur:
@@ -99,8 +113,15 @@ class DuckDBStore(Store):
     def _bucket(self, every: str, expr: str, origin: str) -> str:
         return f"time_bucket({every}, {expr}, {origin})"
 
-    def close(self) -> None:
-        if not self._closed.is_set():
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Close the file once the operations under way have ended (new ones are refused): DuckDB refuses to close
+        a connection one of its cursors is using.  One still running after ``timeout`` seconds is interrupted."""
+        with self._idle:
+            if self._closed.is_set():
+                return
             self._closed.set()
-            self._con.close()
-            self._con = None  # released now, not at interpreter exit (where DuckDB's bindings report it as leaked)
+            if not self._idle.wait_for(lambda: self._busy == 0, timeout):
+                self._con.interrupt()
+                self._idle.wait_for(lambda: self._busy == 0, timeout)
+        self._con.close()
+        self._con = None  # released now, not at interpreter exit (where DuckDB's bindings report it as leaked)

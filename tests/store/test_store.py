@@ -425,3 +425,31 @@ def test_backfill_reruns_add_no_duplicates(store_url, capsys):
 def test_backfill_needs_a_store(capsys):
     assert main(["backfill", "--store", "none"]) == 2
     assert "RTDASH_STORE is none" in capsys.readouterr().err
+
+
+def test_closing_waits_for_a_query_under_way(tmp_path):
+    """The runtime closes the store at shutdown while a thread may still be reading it (a History query, the search
+    for holes): DuckDB refused ("connection is busy with another call") and the rows' file stayed open.  Close
+    waits for it, and refuses new operations."""
+    import threading
+
+    from rtdash.store.base import StoreError
+    from rtdash.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(tmp_path / "busy.duckdb")
+    outcome: list = []
+
+    def slow_query() -> None:
+        try:
+            outcome.append(store._scalar("SELECT count(*) FROM range(200000000) t(x) WHERE hash(x) % 7 = 3"))
+        except Exception as exc:  # interrupted is fine; what matters is that close does not fail
+            outcome.append(exc)
+
+    reader = threading.Thread(target=slow_query)
+    reader.start()
+    wait_until(lambda: store._busy == 1, 30, 0.01, message="the query to start")
+    store.close(timeout=60)
+    reader.join(60)
+    assert outcome and (isinstance(outcome[0], int) or "nterrupt" in str(outcome[0])), outcome
+    with pytest.raises(StoreError, match="closed"):
+        store.count("price")

@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         message = html.escape(f"rtdash cannot start: {exc}")
         return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
     setup_logging(settings, stream=log_stream())
+    if settings.rules:
+        extension(notifications=True)  # alert rules notify every open page (rtdash.views.alerts)
     refusal = admit(settings)  # a token no page was served with, or a cap reached: one line, no pollers
     if refusal is not None:
         return pn.pane.HTML(f'<div class="error" role="alert">{html.escape(refusal)}</div>', stylesheets=[ERROR_CSS])

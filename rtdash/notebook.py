@@ -69,15 +69,18 @@ def log_stream() -> IO[str] | None:
     return sys.__stderr__ if in_kernel() else None
 
 
-def extension() -> None:
-    """Load the dashboard's JavaScript in a notebook, inline and once; elsewhere ``pn.extension("tabulator")``.
+def extension(notifications: bool = False) -> None:
+    """Load the dashboard's JavaScript in a notebook, inline and once; elsewhere ``pn.extension("tabulator")``,
+    with Panel's notifications when ``notifications`` (alert rules are set).
 
     Call it (or ``create_app``, which does) before displaying any rtdash view.  A second call in the same kernel
     publishes nothing again.
     """
     if not in_kernel():
-        # Alerts notify every open page (rtdash.views.alerts), in the page's own font.
-        pn.extension("tabulator", notifications=True, raw_css=[NOTIFICATION_CSS])
+        if notifications:  # alerts notify every open page (rtdash.views.alerts), in the page's own font
+            pn.extension("tabulator", notifications=True, raw_css=[NOTIFICATION_CSS])
+        else:
+            pn.extension("tabulator")
         return
     if _state.loaded:
         return

@@ -52,6 +52,23 @@ def _param(value: TimeLike, *, ceil: bool = False) -> dt.datetime:
     return (ts.ceil("us") if ceil else ts.floor("us")).to_pydatetime()
 
 
+def _where_clause(
+    start: TimeLike, end: TimeLike, column: str, names: Sequence[str] | None
+) -> tuple[str, dict[str, Any]]:
+    """`` WHERE`` ``start <= time < end`` and ``column`` among ``names`` (each when given), and its parameters."""
+    clauses, params = [], {}
+    if start is not None:
+        clauses.append("time >= %(start)s")
+        params["start"] = _param(start)
+    if end is not None:
+        clauses.append("time < %(end)s")
+        params["end"] = _param(end, ceil=True)
+    if names is not None:
+        clauses.append(f"{column} = ANY(%(series)s)")
+        params["series"] = [str(name) for name in names]
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
 def _check_kind(kind: str) -> None:
     if kind not in COLUMNS:
         raise ValueError(f"unknown kind {kind!r}: expected one of {', '.join(KINDS)}")
@@ -323,17 +340,7 @@ class Store(abc.ABC):
 
     def alerts(self, start: TimeLike = None, end: TimeLike = None, rules: Sequence[str] | None = None) -> pd.DataFrame:
         """The stored firings and resolutions with ``start <= time < end`` (of the given rules), oldest first."""
-        clauses, params = [], {}
-        if start is not None:
-            clauses.append("time >= %(start)s")
-            params["start"] = _param(start)
-        if end is not None:
-            clauses.append("time < %(end)s")
-            params["end"] = _param(end, ceil=True)
-        if rules is not None:
-            clauses.append("rule = ANY(%(rules)s)")
-            params["rules"] = [str(rule) for rule in rules]
-        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        where, params = _where_clause(start, end, "rule", rules)
         select = ", ".join(f"{self._epoch_us('time')} AS time" if c == "time" else c for c in ALERT_COLUMNS)
         sql = f"SELECT {select} FROM alerts{where} ORDER BY alerts.time, alerts.rule"
         tables = list(self._batches(sql, params, ALERTS_SCHEMA, 100_000))
@@ -353,17 +360,7 @@ class Store(abc.ABC):
         self, kind: str, start: TimeLike, end: TimeLike, series: Sequence[str] | None
     ) -> tuple[str, dict[str, Any]]:
         _check_kind(kind)
-        clauses, params = [], {}
-        if start is not None:
-            clauses.append("time >= %(start)s")
-            params["start"] = _param(start)
-        if end is not None:
-            clauses.append("time < %(end)s")
-            params["end"] = _param(end, ceil=True)
-        if series is not None:
-            clauses.append(f"{SERIES[kind]} = ANY(%(series)s)")
-            params["series"] = [str(name) for name in series]
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+        return _where_clause(start, end, SERIES[kind], series)
 
     def _select_list(self, kind: str, columns: Sequence[str]) -> str:
         unknown = [c for c in columns if c not in COLUMNS[kind]]

@@ -168,8 +168,8 @@ class _Sampler:
         self.sync_poller(poller)
 
     def sync(self) -> None:
-        with self._lock:
-            runtimes = list(self._runtimes)
+        with self._lock:  # a stopped runtime still referenced somewhere is not followed: its state is not the server's
+            runtimes = [runtime for runtime in self._runtimes if not getattr(runtime, "stopped", False)]
         subscribers: dict[str, int] = {}
         up: dict[str, int] = {}
         for runtime in runtimes:

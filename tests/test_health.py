@@ -93,6 +93,25 @@ def test_health_and_metrics_follow_the_api_failing_and_recovering(fake_api, make
     )
 
 
+def test_a_stopped_runtime_leaves_the_metrics(fake_api, make_settings):
+    """A runtime stopped (an earlier test, a reload) but still referenced somewhere kept ``rtdash_source_up`` at 1
+    while the running one's provider failed."""
+    from rtdash.stream import stop_all
+
+    settings = make_settings(RTDASH_PRICE_INTERVAL="0.2s", RTDASH_BACKOFF_MAX="0.4s")
+    old = get_runtime(settings)
+    server.sampler.watch(old)
+    wait_until(lambda: old.price.status.state == "ok", 60, message="the first runtime's price")
+    stop_all()  # ``old`` is still referenced here
+    new = get_runtime(settings)
+    server.sampler.watch(new)
+    wait_until(lambda: new.price.status.state == "ok", 60, message="the running runtime's price")
+    fake_api.set_fault("coinbase", "500")
+    wait_until(lambda: new.price.status.failures >= 1, 60, message="the running runtime's price to fail")
+    wait_until(lambda: value(server.generate_latest().decode(), "rtdash_source_up", kind="price") == 0, 60)
+    assert old.stopped and old.price.status.state == "ok"
+
+
 def test_health_and_metrics_hold_no_key(fake_api, make_settings):
     fake_api.coincap_key = "another-key"  # every CoinCap answer is a 401 that echoes nothing, the URL holds the key
     fake_api.set_fault("openweather", "401")

@@ -25,6 +25,7 @@ class Runtime:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.stopped = False
         for warning in settings.limit_warnings():
             log.warning("%s", warning)
         self.pollers: dict[str, Poller] = {
@@ -88,6 +89,7 @@ class Runtime:
         A fetch in flight when the pollers stop still hands its rows to the writer: it is waited for (it ends within
         ``RTDASH_TIMEOUT``) before the writer writes what it holds and stops.
         """
+        self.stopped = True  # its figures leave the metrics (rtdash.server.Sampler)
         if self.follower is not None:
             self.follower.stop()
         for poller in self.pollers.values():

@@ -53,10 +53,12 @@ log = logging.getLogger("rtdash.alerts")
 
 CONDITIONS = ("above", "below", "crosses", "change", "stale")
 SEVERITIES = ("info", "warning", "critical")
-METRICS = {"price": "price", "temperature": "temperature", "humidity": "humidity", "wind_speed": "wind_speed"}
 METRIC_ALIASES = {"wind": "wind_speed"}
-KEYS = ("name", "asset", "city", "metric", *CONDITIONS, "window", "after", "severity", "hysteresis", "cooldown")
-KEYS = (*KEYS, "webhook")
+KEYS = (
+    *("name", "asset", "city", "metric"),
+    *CONDITIONS,
+    *("window", "after", "severity", "hysteresis", "cooldown", "webhook"),
+)
 MAX_RULES = 200
 MAX_FILE_BYTES = 1_000_000
 MAX_NAME = 80
@@ -102,6 +104,19 @@ class Rule:
     def line(self) -> float | None:
         """The level drawn on the series' charts, or None (change and stale rules draw none)."""
         return self.level if self.condition in ("above", "below", "crosses") else None
+
+    def event(self, state: str, value: float | None, when: pd.Timestamp) -> dict:
+        """A firing or resolution of this rule: what the log, the store, the webhook and the pages get."""
+        return {
+            "rule": self.name,
+            "series": self.target,
+            "condition": self.describe(),
+            "value": value,
+            "level": self.level,
+            "time": pd.Timestamp(when).tz_convert("UTC").isoformat(),
+            "state": state,
+            "severity": self.severity,
+        }
 
     def describe(self) -> str:
         """The rule's condition in words: ``above 70,000.00``, ``no fresh weather data for 5min``."""
@@ -578,16 +593,7 @@ class Alerts:
         state.firing = what == "firing"
         state.since = pd.Timestamp(when) if state.firing else None
         state.since_value = float(value) if state.firing else None
-        event = {
-            "rule": rule.name,
-            "series": rule.target,
-            "condition": rule.describe(),
-            "value": float(value),
-            "level": rule.level,
-            "time": pd.Timestamp(when).tz_convert("UTC").isoformat(),
-            "state": what,
-            "severity": rule.severity,
-        }
+        event = rule.event(what, float(value), when)
         log.warning("alert %s", event_text(event))
         self._records.put(event)
         webhook = self.webhooks.get(rule.name)
@@ -699,16 +705,7 @@ class Alerts:
             state.since_value = state.value if state.firing else None
             if row.state in ("firing", "fired"):
                 state.fired += notify  # a viewer counts what it is told of, not what happened before it started
-            event = {
-                "rule": rule.name,
-                "series": rule.target,
-                "condition": rule.describe(),
-                "value": state.value,
-                "level": rule.level,
-                "time": when.isoformat(),
-                "state": row.state,
-                "severity": rule.severity,
-            }
+            event = rule.event(row.state, state.value, when)
             if notify:
                 log.warning("alert %s (from the collector)", event_text(event))
                 self._publish(event)

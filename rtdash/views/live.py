@@ -247,6 +247,10 @@ class FigureTemplate:
                 self._spares.append(spare)
 
     def _add_spare(self, loop: IOLoop) -> None:
+        with self._spares_lock:
+            if len(self._spares) >= self.spares:  # filled meanwhile (fill_spares)
+                self._refilling = False
+                return
         try:
             spare = self._copy()
         except Exception:  # pragma: no cover - a session then makes its own copy

@@ -415,6 +415,21 @@ def test_screenshot_for_the_readme(serve, page, tmp_path):
     assert page.console_errors == []
 
 
+def test_a_link_to_the_refresh_tab_offline_shows_its_table_and_then_the_live_charts(serve, page):
+    """A page opened on the Refresh tab, whose map tiles cannot load (no internet here), never says it is drawn
+    if the map is in it from the start: its table still fills, and the Live tab, shown next, has every chart and
+    streams (it was blank)."""
+    app = serve(env=FAST)  # the default map tiles, from a public host this machine cannot reach
+    page.goto(f"{app.url}/realtime_dashboard?tab=refresh")
+    cities = page.locator('.tabulator-cell[tabulator-field="city"]').filter(visible=True)
+    wait_until(lambda: cities.count() == 3, 60, message="the Refresh table's three cities")
+    page.locator(".bk-tab", has_text="Live").first.click()
+    wait_until(lambda: len(rows(page, "temperature")) == 3, 60, message="the temperature chart's three cities")
+    wait_until(lambda: rows(page, "price") and min(rows(page, "price")) >= 2, 30, message="price points")
+    (before,) = rows(page, "price")
+    wait_until(lambda: rows(page, "price")[0] > before, 30, message="new price points")
+
+
 def test_the_live_charts_keep_streaming_after_the_tabs_are_switched(serve, page):
     """Each switch hides the Live tab (a dynamic tab: its models leave the page and come back); after every return
     its price line gains points again, and the server's own copy of the line has stayed in its document."""

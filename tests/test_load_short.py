@@ -76,4 +76,6 @@ def test_closed_sessions_leave_nothing_in_python_memory(alerts, tmp_path, monkey
     print("traced growth (MB):", round(result["traced_growth_mb"], 2))
     rounds = result["steps"][1:]
     assert all(step["updated"] == 4 and step["left"] == 0 for step in rounds), rounds
-    assert result["traced_growth_mb"] < 3, result
+    # A leak of one round's sessions would be ~12 MB.  The bound leaves room for what pytest itself holds meanwhile
+    # under xdist (3.1 MB in two runs, 0.4 MB without xdist).
+    assert result["traced_growth_mb"] < 6, result

@@ -73,7 +73,6 @@ def test_closed_sessions_leave_nothing_in_python_memory(alerts, tmp_path, monkey
         for handler, level in handlers:
             handler.removeFilter(_traceback_as_text)
             handler.setLevel(level)
-    print("traced growth (MB):", round(result["traced_growth_mb"], 2))
     rounds = result["steps"][1:]
     assert all(step["updated"] == 4 and step["left"] == 0 for step in rounds), rounds
     # A leak of one round's sessions would be ~12 MB.  The bound leaves room for what pytest itself holds meanwhile

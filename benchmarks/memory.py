@@ -25,6 +25,7 @@ from typing import Any
 from unittest import mock
 
 from benchmarks.run import PAGE_SIZE, UNCAPPED, BokehViewer, RecordingAPI, batched
+from rtdash.views.live import warm_up
 from tests.helpers import PanelServer, fake_env
 
 
@@ -36,8 +37,10 @@ def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE_SIZE / 2**20
 
 
-def census() -> tuple[float, collections.Counter]:
-    """Traced MB and object counts by type, after a full collection."""
+def census(settings) -> tuple[float, collections.Counter]:
+    """Traced MB and object counts by type, after a full collection, with the charts' spare copies all made (the
+    sessions took some, made again a few seconds later: counted full every time, not as they happen to be)."""
+    warm_up(settings)
     gc.collect()
     return tracemalloc.get_traced_memory()[0] / 2**20, collections.Counter(
         type(o).__qualname__ for o in gc.get_objects()
@@ -74,6 +77,9 @@ async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: N
         env = fake_env(api.url, RTDASH_PRICE_INTERVAL="1s", RTDASH_WEATHER_INTERVAL="2s", **UNCAPPED)
         with mock.patch.dict(os.environ, env):
             from rtdash.app import create_app  # imported before tracing starts: tracing an import is slow
+            from rtdash.config import Settings
+
+            settings = Settings.load(argv=[])
 
             tracemalloc.start(1)
             # A closed session is destroyed within a second or two, not Bokeh's 15-32 s: the rounds wait for it.
@@ -84,12 +90,12 @@ async def measure(sessions: int, rounds: int, seconds: float, log=lambda line: N
             )
             try:
                 await one_round(server, 2, 3)  # warm: imports, the chart templates, the first session's caches
-                traced0, counts0 = server.on_loop(census)
+                traced0, counts0 = server.on_loop(lambda: census(settings))
                 steps = [{"round": 0, "rss_mb": rss_mb(), "traced_mb": traced0}]
                 log(f"after warm-up: RSS {steps[0]['rss_mb']:.0f} MB, traced {traced0:.1f} MB")
                 for k in range(1, rounds + 1):
                     step = await one_round(server, sessions, seconds)
-                    traced, counts = server.on_loop(census)
+                    traced, counts = server.on_loop(lambda: census(settings))
                     step.update({"round": k, "rss_mb": rss_mb(), "traced_mb": traced})
                     steps.append(step)
                     log(f"round {k}: {sessions} sessions open: RSS {step['rss_open_mb']:.0f} MB; all closed "

@@ -230,7 +230,9 @@ def test_a_cancelled_download_ends_the_export_and_frees_the_slot(runtime, served
     response.close()  # the browser's download cancelled
     gate.open()
     wait_until(lambda: "the download was cancelled" in app.note(view), 60, 0.05, "the cancellation in the page")
-    assert view not in exports._streaming and gate.chunks < ROWS // CHUNK
+    # The slot is freed once the store's cursor is closed, on a thread, just after the page is told.
+    wait_until(lambda: view not in exports._streaming, 30, 0.05, "the export's slot freed")
+    assert gate.chunks < ROWS // CHUNK
     assert app.server.on_loop(lambda: not view._csv.disabled)
 
 

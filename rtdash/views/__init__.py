@@ -28,6 +28,20 @@ def one_message() -> Iterator[None]:
         yield
 
 
+def when_drawn(callback: Callable[[], None]) -> None:
+    """Call ``callback`` once the served page has been drawn (Bokeh's "document ready"), at once elsewhere.
+
+    It runs on the next turn after Panel's own ``onload`` callbacks: models built inside one of those, before Panel
+    counts the page as loaded, kept their stylesheet changes held (``panel.io.resources.patch_model_css``), and the
+    page then got none of the session's later changes (seen: a link to the Refresh tab, then the Live tab blank).
+    """
+    if pn.state.loaded:
+        callback()
+        return
+    doc = pn.state.curdoc
+    pn.state.onload(lambda: doc.add_next_tick_callback(callback))
+
+
 # Panel's notebook CommManager (panel/models/comm_manager.ts, ``_document_changed``) sends every change of its
 # document back to the kernel, the kernel's own included: BokehJS's ClientSession skips events with ``sync`` false
 # (those it applied from the other side), Panel's comm manager does not.  So each ``ColumnDataSource.stream`` pushed

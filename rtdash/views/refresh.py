@@ -23,7 +23,7 @@ from holoviews.element.tiles import lon_lat_to_easting_northing, tile_sources
 from ..sources import UNITS, SourceError, empty_frame, redact
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
-from . import OutputGuard
+from . import OutputGuard, when_drawn
 
 log = logging.getLogger("rtdash.views")
 
@@ -122,8 +122,16 @@ class RefreshView(pn.viewable.Viewer):
         return self._layout
 
     def show(self) -> None:
-        """Its tab is shown: build the map and the table (once)."""
+        """Its tab is shown: build the map and the table (once), in a served page once it has been drawn.
+
+        A map whose tiles cannot load (offline) would keep the page it is in from ever saying it has been drawn
+        (Bokeh's "document ready"), which Panel's ``onload`` callbacks wait for (the Live tab's weather charts,
+        the link's state): a page opened on this tab offline would not have them.
+        """
         if self._table is not None:
+            return
+        if not pn.state.loaded:
+            when_drawn(self.show)
             return
         points = hv.DynamicMap(self._points)
         if self._tiles is not None:

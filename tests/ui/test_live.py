@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 
 from tests.fakeapi import closed_port_url
 from tests.helpers import ROOT, ServedApp, wait_until
+from tests.test_sessions import document, open_page
 
 pytestmark = pytest.mark.ui
 
@@ -413,6 +414,38 @@ def test_screenshot_for_the_readme(serve, page, tmp_path):
     page.screenshot(path=path)
     assert Path(path).stat().st_size > 10_000
     assert page.console_errors == []
+
+
+def test_the_price_chart_comes_first_and_the_weather_charts_join_once_the_page_is_drawn(serve, page):
+    """The document a page's websocket first brings holds the price chart and not the weather charts (less to build
+    and draw before the first chart shows: issue 16); once the page says it is drawn, they join it, with the rows
+    that came meanwhile, and stream."""
+    app = serve(env=FAST)
+    first = document(app, open_page(app))  # a websocket that never says the page is drawn
+    assert first is not None and "price-chart" in first, "the first document lacks the price chart"
+    assert "weather-chart" not in first, "the weather charts came in the first document"
+    open_dashboard(page, app)
+    for column in ("temperature", "humidity", "wind_speed"):
+        wait_until(lambda c=column: len(rows(page, c)) == 3, 60, message=f"the {column} chart's three cities")
+    wait_until(lambda: min(rows(page, "temperature")) >= 2, 30, message="temperature points")
+    before = sum(rows(page, "temperature"))
+    wait_until(lambda: sum(rows(page, "temperature")) > before, 30, message="new temperature points")
+    assert page.console_errors == []
+
+
+def test_a_link_to_the_refresh_tab_offline_shows_its_table_and_then_the_live_charts(serve, page):
+    """A page opened on the Refresh tab, whose map tiles cannot load (no internet here), never says it is drawn
+    if the map is in it from the start: its table still fills, and the Live tab, shown next, has every chart and
+    streams (it was blank)."""
+    app = serve(env=FAST)  # the default map tiles, from a public host this machine cannot reach
+    page.goto(f"{app.url}/realtime_dashboard?tab=refresh")
+    cities = page.locator('.tabulator-cell[tabulator-field="city"]').filter(visible=True)
+    wait_until(lambda: cities.count() == 3, 60, message="the Refresh table's three cities")
+    page.locator(".bk-tab", has_text="Live").first.click()
+    wait_until(lambda: len(rows(page, "temperature")) == 3, 60, message="the temperature chart's three cities")
+    wait_until(lambda: rows(page, "price") and min(rows(page, "price")) >= 2, 30, message="price points")
+    (before,) = rows(page, "price")
+    wait_until(lambda: rows(page, "price")[0] > before, 30, message="new price points")
 
 
 def test_the_live_charts_keep_streaming_after_the_tabs_are_switched(serve, page):

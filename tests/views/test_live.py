@@ -142,6 +142,21 @@ def test_spare_copies_are_handed_out_first_and_made_again_on_the_event_loop(monk
     assert sum(map(len, ids)) == len(set().union(*ids))  # no model shared by two copies
 
 
+def test_spares_filled_meanwhile_are_not_made_again(monkeypatch) -> None:
+    """A refill due after ``fill_spares`` (the warm-up) has filled them makes no copy beyond ``spares``."""
+    monkeypatch.setattr(live, "SPARE_DELAY", 0.2)
+    template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price", spares=2)
+
+    async def session() -> None:
+        IOLoop.current()
+        template.copy()  # no spare yet: made there and then, and a refill is due
+        template.fill_spares()
+        await asyncio.sleep(1.0)  # the refill's time has come and gone
+
+    plain(asyncio.run, asyncio.wait_for(session(), 30))
+    assert len(template._spares) == 2 and not template._refilling
+
+
 def test_a_chart_without_a_look_of_its_own_keeps_no_spares() -> None:
     """Only the process's chart templates (a ``template`` key) keep copies ahead; a one-off chart does not."""
     kept = figure_template("price", ["BTC"], "price", price_lines, ("a look",))

@@ -87,14 +87,17 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # JupyterLab cannot reach.
     refresh = RefreshView(runtime=runtime, deferred=not in_kernel())
     history = HistoryView(runtime=runtime, deferred=True)
+    # The Live tab's weather charts join its page once the page has drawn the rest: the price chart comes first.
+    # New points and the badges go in one message (on_update).
+    live = LiveView(runtime=runtime, on_update=status.refresh, deferred=not in_kernel())
     tabs = pn.Tabs(
-        ("Live", LiveView(runtime=runtime, on_update=status.refresh)),  # new points and the badges: one message
+        ("Live", live),
         ("Refresh", refresh),
         ("History", history),
         dynamic=True,
         sizing_mode="stretch_width",
     )
-    shown = {1: refresh.show, 2: history.show}  # by the tab's index
+    shown = {0: live.show, 1: refresh.show, 2: history.show}  # by the tab's index
     tabs.param.watch(lambda event: event.new in shown and shown[event.new](), "active")
     # The URL carries the view (tab, assets, cities, metric, range): a shared link opens the same view.
     url = sync_url(tabs, history=history, refresh=refresh)

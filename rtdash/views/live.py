@@ -53,7 +53,7 @@ from ..sources import SERIES, UNITS, empty_frame
 from ..sources.base import is_history
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
-from . import OutputGuard, OutputLifetime, one_message
+from . import OutputGuard, OutputLifetime, one_message, when_drawn
 from .alerts import chart_rules, draw_levels
 
 log = logging.getLogger("rtdash.views")
@@ -724,7 +724,9 @@ class LiveView(pn.viewable.Viewer):
         default=None, precedence=-1, doc="Called with each update, whose message it may add to (the status badges)."
     )
 
-    def __init__(self, **params):
+    def __init__(self, deferred: bool = False, **params):
+        """``deferred``: the weather charts join the page once it has drawn the rest (``when_drawn``), or when
+        ``show()`` is called (its tab shown), so that the price chart comes first; they take the rows meanwhile."""
         super().__init__(**params)
         settings = self.runtime.settings
         self._quote = settings.quote
@@ -766,6 +768,16 @@ class LiveView(pn.viewable.Viewer):
         self._weather_panes = [
             pn.pane.Bokeh(chart.figure, sizing_mode="stretch_width") for chart in self._weather.values()
         ]
+        # Charts side by side while each gets 360 px; narrower (a notebook, a phone) they wrap, never cut off.
+        self._weather_box = pn.FlexBox(
+            *([] if deferred else self._weather_panes),
+            flex_wrap="wrap",
+            sizing_mode="stretch_width",
+            min_height=CHART_HEIGHT,  # the place they take, while deferred
+            stylesheets=[CHARTS_CSS],
+        )
+        if deferred:
+            when_drawn(self.show)
         items = "".join(
             f'<span class="item"><span class="swatch" style="background: {colour}"></span>{html.escape(city)}</span>'
             for city, colour in colours.items()
@@ -867,6 +879,11 @@ class LiveView(pn.viewable.Viewer):
                     log.warning("a Live chart had left its notebook output's document; it is back, redrawn whole")
                     source.data = dict(source.data)
 
+    def show(self) -> None:
+        """Add the weather charts to the page, if they are not there yet."""
+        if not self._weather_box.objects:
+            self._weather_box.objects = self._weather_panes
+
     def _end(self) -> None:
         """No output shows this view any more: stop taking the pollers' rows."""
         for subscription in self._subscriptions:
@@ -890,10 +907,9 @@ class LiveView(pn.viewable.Viewer):
             pn.FlexBox(
                 *self._cards.values(), controls, flex_wrap="wrap", align_items="center", sizing_mode="stretch_width"
             ),
-            # Charts side by side while each gets 360 px; narrower (a notebook, a phone) they wrap, never cut off.
             pn.FlexBox(*self._price_panes, flex_wrap="wrap", sizing_mode="stretch_width", stylesheets=[CHARTS_CSS]),
             self._legend,
-            pn.FlexBox(*self._weather_panes, flex_wrap="wrap", sizing_mode="stretch_width", stylesheets=[CHARTS_CSS]),
+            self._weather_box,
             *([self._guard] if self._guard is not None else []),
             sizing_mode="stretch_width",
         )

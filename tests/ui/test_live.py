@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 
 from tests.fakeapi import closed_port_url
 from tests.helpers import ROOT, ServedApp, wait_until
+from tests.test_sessions import document, open_page
 
 pytestmark = pytest.mark.ui
 
@@ -412,6 +413,23 @@ def test_screenshot_for_the_readme(serve, page, tmp_path):
     expect(badge(page, "weather")).to_have_attribute("data-state", "ok")
     page.screenshot(path=path)
     assert Path(path).stat().st_size > 10_000
+    assert page.console_errors == []
+
+
+def test_the_price_chart_comes_first_and_the_weather_charts_join_once_the_page_is_drawn(serve, page):
+    """The document a page's websocket first brings holds the price chart and not the weather charts (less to build
+    and draw before the first chart shows: issue 16); once the page says it is drawn, they join it, with the rows
+    that came meanwhile, and stream."""
+    app = serve(env=FAST)
+    first = document(app, open_page(app))  # a websocket that never says the page is drawn
+    assert first is not None and "price-chart" in first, "the first document lacks the price chart"
+    assert "weather-chart" not in first, "the weather charts came in the first document"
+    open_dashboard(page, app)
+    for column in ("temperature", "humidity", "wind_speed"):
+        wait_until(lambda c=column: len(rows(page, c)) == 3, 60, message=f"the {column} chart's three cities")
+    wait_until(lambda: min(rows(page, "temperature")) >= 2, 30, message="temperature points")
+    before = sum(rows(page, "temperature"))
+    wait_until(lambda: sum(rows(page, "temperature")) > before, 30, message="new temperature points")
     assert page.console_errors == []
 
 

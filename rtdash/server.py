@@ -17,7 +17,8 @@ replies to a client hold no traceback (:func:`_short_error`).
 
 With ``--plugins rtdash.server`` (and ``python realtime_dashboard.py``) the Live tab's charts are drawn before the
 server listens (:func:`warm_up`), so the first page of a process does not wait for them; :func:`install` also
-compresses the page and its JavaScript, CSS and JSON (gzip, :class:`_Compressed`).
+compresses the page and its JavaScript, CSS and JSON (gzip, :class:`_Compressed`) and turns Bokeh's checks of each
+served document off (:func:`skip_document_validation`).
 
 ``/health`` is open (a load balancer cannot log in); it holds states, times, counts and the providers' error
 messages with keys removed — never a key, a price or a password.  ``/metrics`` is open when the server has no
@@ -539,7 +540,8 @@ def _has_routes(app: tornado.web.Application) -> bool:
 
 
 def install(app: tornado.web.Application, settings: Settings) -> None:
-    """Serve ``/health`` and ``/metrics`` and the frame-ancestors header from ``app`` (once per application)."""
+    """Serve ``/health`` and ``/metrics``, the frame-ancestors header and compressed replies from ``app``, without
+    Bokeh's document checks (once per application)."""
     if app in _installed:
         return
     _installed.add(app)
@@ -553,6 +555,18 @@ def install(app: tornado.web.Application, settings: Settings) -> None:
         app.add_transform(_FrameAncestors)
     if _Compressed not in app.transforms:
         app.add_transform(_Compressed)
+    skip_document_validation()
+
+
+def skip_document_validation() -> None:
+    """Serve documents without Bokeh's checks of their models (missing renderers, columns of unequal length...),
+    unless ``BOKEH_VALIDATE_DOC`` says otherwise.  Bokeh runs them three times per page, walking every model:
+    about a fifth of the page request's time (BENCHMARKS.md, session 9).  The tests run them over every tab's
+    models instead (tests/views/test_models.py).  Process-wide; a notebook kernel keeps them."""
+    from bokeh.settings import settings as bokeh_settings
+
+    if "BOKEH_VALIDATE_DOC" not in os.environ:
+        bokeh_settings.perform_document_validation.set_value(False)
 
 
 def on_session(runtime) -> None:

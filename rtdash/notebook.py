@@ -77,10 +77,12 @@ def extension(notifications: bool = False) -> None:
     publishes nothing again.
     """
     if not in_kernel():
+        # apply_signatures: the keyword signatures an editor shows in a kernel; a server has no use for them, and
+        # making them again took a sixth of each session's build.
         if notifications:  # alerts notify every open page (rtdash.views.alerts), in the page's own font
-            pn.extension("tabulator", notifications=True, raw_css=[NOTIFICATION_CSS])
+            pn.extension("tabulator", notifications=True, raw_css=[NOTIFICATION_CSS], apply_signatures=False)
         else:
-            pn.extension("tabulator")
+            pn.extension("tabulator", apply_signatures=False)
         return
     if _state.loaded:
         return

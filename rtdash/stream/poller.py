@@ -455,7 +455,7 @@ class Poller:
         dispatch, doc = (None, None) if direct else current_dispatch()
         sub = Subscription(self, callback, dispatch)
         with self._lock:
-            sub.history = self._history.copy()
+            sub.history = self._history  # shared, as history() is
             self._subscribers[sub.id] = sub
         if doc is not None:
             pn.state.on_session_destroyed(lambda _context: sub.cancel())
@@ -470,9 +470,14 @@ class Poller:
         return len(self._subscribers)
 
     def history(self) -> pd.DataFrame:
-        """The last ``backlog`` rows of every series, oldest first."""
+        """The last ``backlog`` rows of every series, oldest first.
+
+        The frame is shared: every caller gets the same one until the next fetch replaces it (it is never changed in
+        place), so that what the charts make of it is made once for all sessions (``rtdash.views.live``).  Read
+        it; never change it.
+        """
         with self._lock:
-            return self._history.copy()
+            return self._history
 
     def seed(self, df: pd.DataFrame) -> None:
         """Pre-fill the history (from a store, after a restart) before subscribers arrive."""

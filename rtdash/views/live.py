@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the Bokeh plotting options used below
@@ -103,32 +103,52 @@ class Split(NamedTuple):
     series: dict[str, Series]
 
 
-_SPLITS: dict[tuple, tuple[pd.DataFrame, Split]] = {}  # the last fetches' rows, split once for every session
+_SPLITS: dict[tuple, tuple[pd.DataFrame, Any]] = {}  # the last fetches' rows, split once for every session
 _SPLITS_LOCK = threading.Lock()
+_SPLITS_KEPT = 64
 
 
-def split_rows(df: pd.DataFrame, key: str, value: str, gap_ms: float) -> Split:
-    """The rows of ``df`` per series (``key``) as plain lists of ``value``, with a NaN point wherever time jumps by
-    more than ``gap_ms`` so that a line breaks instead of bridging the gap.
-
-    Every session is handed the same frame of a fetch, so the work is done once per frame, not once per session.
-    """
-    token = (id(df), key, value, gap_ms)
+def once_per_frame(df: pd.DataFrame, key: tuple, make: Callable[[], Any]) -> Any:
+    """``make()``, made once per frame ``df`` and ``key``: every session is handed the same frame of a fetch, and the
+    same history (``Poller.history``), so the work is done once per frame, not once per session."""
+    token = (id(df), *key)
     with _SPLITS_LOCK:
         hit = _SPLITS.get(token)
     if hit is not None and hit[0] is df:
         return hit[1]
-    series = {}
-    for name, rows in df.groupby(key, sort=False):
-        rows = rows.sort_values("time", kind="stable")
-        times = rows["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]")
-        series[name] = with_gaps(_epoch_ms(times), rows[value].to_numpy(float), gap_ms)
-    split = Split(_simulated(df), series)
+    result = make()
     with _SPLITS_LOCK:
-        _SPLITS[token] = (df, split)  # the frame is kept with its split, so that its id is not reused meanwhile
-        while len(_SPLITS) > 32:
+        _SPLITS[token] = (df, result)  # the frame is kept with its result, so that its id is not reused meanwhile
+        while len(_SPLITS) > _SPLITS_KEPT:
             del _SPLITS[next(iter(_SPLITS))]
-    return split
+    return result
+
+
+def split_rows(df: pd.DataFrame, key: str, value: str, gap_ms: float) -> Split:
+    """The rows of ``df`` per series (``key``) as plain lists of ``value``, with a NaN point wherever time jumps by
+    more than ``gap_ms`` so that a line breaks instead of bridging the gap (once per frame: ``once_per_frame``)."""
+
+    def split() -> Split:
+        values = df[value].to_numpy(float)
+        series = {name: with_gaps(times, values[rows], gap_ms) for name, (rows, times) in by_series(df, key).items()}
+        return Split(_simulated(df), series)
+
+    return once_per_frame(df, ("rows", key, value, gap_ms), split)
+
+
+def by_series(df: pd.DataFrame, key: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per series of ``df`` (``key``), in order of first appearance: its rows' positions in time order (ties in
+    their order in ``df``) and their times (ms since the epoch), once per frame (shared by the weather metrics)."""
+
+    def make() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        times = _epoch_ms(df["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]"))
+        codes, names = pd.factorize(df[key], sort=False)
+        order = np.lexsort((times, codes))  # stable: by series, then time
+        order = order[codes[order] >= 0]  # a row without a series (none expected) is in no line
+        parts = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1) if len(order) else []
+        return {names[codes[rows[0]]]: (rows, times[rows]) for rows in parts}
+
+    return once_per_frame(df, ("series", key), make)
 
 
 def with_gaps(times: np.ndarray, values: np.ndarray, gap_ms: float) -> Series:
@@ -474,13 +494,18 @@ def placeholder_rows(kind: str, names: list[str]) -> pd.DataFrame:
 
 
 def split_past(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The live rows of ``df`` and its rows of a provider's history (a ``source`` such as ``coinbase/1min``)."""
+    """The live rows of ``df`` and its rows of a provider's history (a ``source`` such as ``coinbase/1min``), once
+    per frame (``once_per_frame``: the same two frames for every session, whose splits are then made once too)."""
     if df.empty:
         return df, df
-    past = df["source"].map(is_history).astype(bool).to_numpy()
-    if not past.any():
-        return df, df.iloc[:0]
-    return df[~past], df[past]
+
+    def split() -> tuple[pd.DataFrame, pd.DataFrame]:
+        past = df["source"].map(is_history).astype(bool).to_numpy()
+        if not past.any():
+            return df, df.iloc[:0]
+        return df[~past], df[past]
+
+    return once_per_frame(df, ("past",), split)
 
 
 def _simulated(df: pd.DataFrame) -> bool:
@@ -800,7 +825,7 @@ class LiveView(pn.viewable.Viewer):
             # Nearly always none came: then the charts hold it all already (the check is cheaper than the merge).
             subscription = poller.subscribe(functools.partial(self._receive, kind))
             self._subscriptions.append(subscription)
-            if not subscription.history.equals(history[kind]):
+            if subscription.history is not history[kind] and not subscription.history.equals(history[kind]):
                 self._receive(kind, subscription.history)
 
     def _receive(self, kind: str, df: pd.DataFrame) -> None:

@@ -25,7 +25,7 @@ from .logs import setup_logging
 from .notebook import extension, in_kernel, log_stream
 from .server import SESSION_BUILD, admit, on_session, routes, warm_up
 from .stream import get_runtime, stop_all
-from .views import OutputGuard
+from .views import OutputGuard, when_drawn
 from .views.alerts import AlertsView
 from .views.history import HistoryView
 from .views.live import LiveView
@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     # JupyterLab cannot reach.
     refresh = RefreshView(runtime=runtime, deferred=not in_kernel())
     history = HistoryView(runtime=runtime, deferred=True)
-    # The Live tab's weather charts join its page once the page has drawn the rest: the price chart comes first.
+    # The Live tab's weather charts join its page once the page has drawn the rest, so the price chart comes first
+    # (if the Live tab is shown then; else when it is shown).
     # New points and the badges go in one message (on_update).
     live = LiveView(runtime=runtime, on_update=status.refresh, deferred=not in_kernel())
     tabs = pn.Tabs(
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     )
     shown = {0: live.show, 1: refresh.show, 2: history.show}  # by the tab's index
     tabs.param.watch(lambda event: event.new in shown and shown[event.new](), "active")
+    when_drawn(lambda: tabs.active == 0 and live.show())
     # The URL carries the view (tab, assets, cities, metric, range): a shared link opens the same view.
     url = sync_url(tabs, history=history, refresh=refresh)
     # In a notebook, the guard at the output's top level (not in a tab that can be hidden) tells the kernel when the

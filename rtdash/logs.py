@@ -5,7 +5,8 @@ on it and on every handler the root logger and the libraries' loggers already ha
 the root, Panel and Bokeh have their own), so that a key cannot reach a log line through any logger: not in the
 message, its arguments, nor a traceback.  The filter also bounds every record: a message to ``MAX_MESSAGE``
 characters, a traceback to ``MAX_TRACEBACK`` (a client's 15 MB message, which Bokeh logs whole with ``%r``, once
-made one 15.7-million-character line).
+made one 15.7-million-character line).  Writes to a websocket that had closed, which asyncio would report as
+tracebacks, are dropped (:class:`ClosedWebsocketWrites`).
 """
 
 from __future__ import annotations
@@ -123,6 +124,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class ClosedWebsocketWrites(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" records of writes to a websocket that had closed.
+
+    Panel starts a session's writes without awaiting every one (holoviz/panel#3341): when a page goes away while a
+    message to it is on its way (a reload, a closed tab), each write left fails with Tornado's
+    ``WebSocketClosedError`` and asyncio logs it as a traceback.  Nothing is lost that the page could still have
+    shown, and the session's end is logged by Bokeh; any other exception asyncio reports is kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from tornado.iostream import StreamClosedError
+        from tornado.websocket import WebSocketClosedError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, WebSocketClosedError | StreamClosedError)
+
+
 class _RtdashHandler(logging.StreamHandler):
     """The handler ``setup_logging`` owns (found again, and replaced, by its type)."""
 
@@ -147,6 +165,9 @@ def setup_logging(settings: Settings, stream: IO[str] | None = None, level: int 
         for other in _library_handlers():
             if not any(isinstance(f, RedactFilter) for f in other.filters):
                 other.addFilter(RedactFilter())
+        reporter = logging.getLogger("asyncio")
+        if not any(isinstance(f, ClosedWebsocketWrites) for f in reporter.filters):
+            reporter.addFilter(ClosedWebsocketWrites())
         return handler
 
 

@@ -45,7 +45,6 @@ class Served:
 
         def app():
             view = HistoryView(runtime=runtime, settings=settings, deferred=True, span="All")
-            view.show()  # as its tab, shown (its export buttons made)
             self.views.append(view)
             return view
 

@@ -193,6 +193,8 @@ def serve_pair(api: FakeAPI, browser, price: str, weather: str, extra_env: dict[
         served = Served(api, app, page, gates, (price, weather))
         for kind in ("price", "weather"):
             wait_until(lambda k=kind: served.state(k) == "ok", 60, 0.1, f"{kind} badge ok at start")
+            # The weather charts join the page once it is drawn (the price chart first): both drawn, with points.
+            wait_until(lambda k=kind: served.last_drawn(k) is not None, 60, 0.1, f"the {kind} chart drawn at start")
         yield served
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- server output ---\n{app.output()}") from None
@@ -339,7 +341,9 @@ def test_unresolvable_host_is_shown_and_contained(provider: str, module_api: Fak
                 assert "cannot resolve host rtdash-test.invalid" in badge.inner_text()
                 other_badge = page.locator(f'.badge[data-kind="{other}"]')
                 wait_until(lambda: other_badge.get_attribute("data-state") == "ok", 30, 0.1, f"{other} ok")
-                drawn = page.evaluate(LAST_TIME_JS, COLUMN[other])
+                drawn = wait_until(
+                    lambda: page.evaluate(LAST_TIME_JS, COLUMN[other]), 60, 0.1, f"the {other} chart drawn"
+                )
                 page.wait_for_timeout(3 * INTERVAL * 1000)
                 assert page.evaluate(LAST_TIME_JS, COLUMN[other]) > drawn
                 failed, _ = warnings_about(app.output().splitlines(), kind)

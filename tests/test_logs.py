@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 
 import pytest
+from tornado.websocket import WebSocketClosedError
 
-from rtdash.logs import setup_logging
+from rtdash.logs import ClosedWebsocketWrites, setup_logging
 from rtdash.stream import get_runtime
 from tests.helpers import wait_until
 
@@ -112,3 +114,21 @@ def test_every_line_is_bounded_through_every_logger(make_settings):
     assert first["message"].endswith("… (98,010 more characters)"), first["message"][-80:]  # of 100,010
     assert len(second["exception"]) < 10_200 and second["exception"].rstrip().endswith("z" * 100), "head and tail kept"
     assert len(own.getvalue()) < 2_100 and "more characters)" in own.getvalue()
+
+
+def test_writes_to_a_closed_websocket_leave_no_traceback_and_other_task_errors_stay(make_settings, caplog):
+    """asyncio's own report of an exception nobody retrieved (as Panel's unawaited writes give when a page has just
+    gone): a closed websocket is dropped, any other exception is still logged with its traceback."""
+    setup_logging(make_settings())
+    reporter = logging.getLogger("asyncio")
+    try:
+        loop = asyncio.new_event_loop()
+        try:
+            for error in (WebSocketClosedError(), ValueError("a real bug")):
+                loop.call_exception_handler({"message": "Task exception was never retrieved", "exception": error})
+        finally:
+            loop.close()
+        reported = [r for r in caplog.records if r.name == "asyncio"]
+        assert [type(r.exc_info[1]).__name__ for r in reported] == ["ValueError"], reported
+    finally:
+        reporter.filters[:] = [f for f in reporter.filters if not isinstance(f, ClosedWebsocketWrites)]

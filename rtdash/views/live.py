@@ -53,7 +53,7 @@ from ..sources import SERIES, UNITS, empty_frame
 from ..sources.base import is_history
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
-from . import OutputGuard, OutputLifetime, one_message, when_drawn
+from . import OutputGuard, OutputLifetime, one_message
 from .alerts import chart_rules, draw_levels
 
 log = logging.getLogger("rtdash.views")
@@ -750,8 +750,9 @@ class LiveView(pn.viewable.Viewer):
     )
 
     def __init__(self, deferred: bool = False, **params):
-        """``deferred``: the weather charts join the page once it has drawn the rest (``when_drawn``), or when
-        ``show()`` is called (its tab shown), so that the price chart comes first; they take the rows meanwhile."""
+        """``deferred``: the weather charts are left out of the layout until ``show()`` (the app calls it once the
+        page has drawn the rest, or when the tab is shown), so that the price chart comes first; they take the rows
+        meanwhile."""
         super().__init__(**params)
         settings = self.runtime.settings
         self._quote = settings.quote
@@ -801,8 +802,6 @@ class LiveView(pn.viewable.Viewer):
             min_height=CHART_HEIGHT,  # the place they take, while deferred
             stylesheets=[CHARTS_CSS],
         )
-        if deferred:
-            when_drawn(self.show)
         items = "".join(
             f'<span class="item"><span class="swatch" style="background: {colour}"></span>{html.escape(city)}</span>'
             for city, colour in colours.items()

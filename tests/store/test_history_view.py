@@ -72,7 +72,7 @@ def test_a_deferred_view_reads_nothing_until_shown(runtime):
     runtime.store.write("price", prices(60, start=now() - pd.Timedelta("2h"), every="1min"))
     view = HistoryView(runtime=runtime, deferred=True)
     view.span = "Last week"  # a shared link's range, set before the tab is shown
-    assert view._frame is None and len(view.__panel__()) == 0  # no widget made yet either
+    assert view._frame is None and not view._plot.visible and view._summary.object == ""
     view.show()
     assert view._summary.object.startswith("60 rows") and view._plot.visible
     view.asset = "ETH"

@@ -107,8 +107,11 @@ FIND_JS = """(selector) => {
 
 
 def open_dashboard(page: Page, app: ServedApp) -> None:
+    """Open the Live tab and wait for all four charts: the weather charts join once the page is drawn, and the
+    layout moves then."""
     page.goto(f"{app.url}/realtime_dashboard")
     page.wait_for_function("() => window.Bokeh !== undefined && window.Bokeh.documents.length > 0", timeout=60_000)
+    page.locator(".weather-chart").nth(2).wait_for(state="attached", timeout=60_000)
 
 
 def sources(page: Page, column: str) -> list[dict]:

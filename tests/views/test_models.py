@@ -52,6 +52,7 @@ def test_a_served_page_skips_the_checks_unless_bokeh_validate_doc_says(variable,
     else:
         monkeypatch.setenv("BOKEH_VALIDATE_DOC", variable)
     settings = make_settings(RTDASH_PRICE_INTERVAL="1h", RTDASH_WEATHER_INTERVAL="1h")
+    bokeh_settings.perform_document_validation.unset_value()  # as a new process has it (another test served here)
     server = PanelServer(lambda: create_app(settings))
     try:
         assert bokeh_settings.perform_document_validation() is (variable != "false")  # before any page

@@ -19,6 +19,9 @@ import threading
 from collections.abc import Sequence
 from typing import IO
 
+from tornado.iostream import StreamClosedError
+from tornado.websocket import WebSocketClosedError
+
 from .config import Settings
 from .sources import redact
 
@@ -134,9 +137,6 @@ class ClosedWebsocketWrites(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from tornado.iostream import StreamClosedError
-        from tornado.websocket import WebSocketClosedError
-
         error = record.exc_info[1] if record.exc_info else None
         return not isinstance(error, WebSocketClosedError | StreamClosedError)
 

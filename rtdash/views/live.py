@@ -103,24 +103,24 @@ class Split(NamedTuple):
     series: dict[str, Series]
 
 
-_SPLITS: dict[tuple, tuple[pd.DataFrame, Any]] = {}  # the last fetches' rows, split once for every session
-_SPLITS_LOCK = threading.Lock()
-_SPLITS_KEPT = 64
+_PER_FRAME: dict[tuple, tuple[pd.DataFrame, Any]] = {}  # what was made of the last fetches' frames (once_per_frame)
+_PER_FRAME_LOCK = threading.Lock()
+_PER_FRAME_KEPT = 64
 
 
 def once_per_frame(df: pd.DataFrame, key: tuple, make: Callable[[], Any]) -> Any:
     """``make()``, made once per frame ``df`` and ``key``: every session is handed the same frame of a fetch, and the
     same history (``Poller.history``), so the work is done once per frame, not once per session."""
     token = (id(df), *key)
-    with _SPLITS_LOCK:
-        hit = _SPLITS.get(token)
+    with _PER_FRAME_LOCK:
+        hit = _PER_FRAME.get(token)
     if hit is not None and hit[0] is df:
         return hit[1]
     result = make()
-    with _SPLITS_LOCK:
-        _SPLITS[token] = (df, result)  # the frame is kept with its result, so that its id is not reused meanwhile
-        while len(_SPLITS) > _SPLITS_KEPT:
-            del _SPLITS[next(iter(_SPLITS))]
+    with _PER_FRAME_LOCK:
+        _PER_FRAME[token] = (df, result)  # the frame is kept with its result, so that its id is not reused meanwhile
+        while len(_PER_FRAME) > _PER_FRAME_KEPT:
+            del _PER_FRAME[next(iter(_PER_FRAME))]
     return result
 
 

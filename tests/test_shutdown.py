@@ -170,3 +170,28 @@ def test_the_writer_writes_on_close_what_it_got_before_its_first_write(tmp_path)
         writer.close()
         assert writer.status.state == "closed" and writer.status.buffered == 0
         assert store.read("price")["price"].tolist() == [65000.12]
+
+
+def test_a_fetch_that_starts_while_the_interpreter_exits_fails_as_a_source_error():
+    """At Ctrl+C a poll may begin on the poller's thread after the interpreter began to exit, when no new thread can
+    start: the sources that ask once per series then fail with a :class:`SourceError` the poller reports as a failed
+    fetch, not with a ``RuntimeError`` it logs as a bug, traceback and all."""
+    script = """if True:
+        import concurrent.futures.thread
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        from rtdash.sources.base import fetch_each
+
+        def at_exit():
+            while not concurrent.futures.thread._shutdown:  # set once the interpreter's exit began
+                time.sleep(0.01)
+            rows, errors = fetch_each(lambda name: {"asset": name}, ["BTC", "ETH"])
+            print("rows:", len(rows), "errors:", sorted(f"{name}: {error}" for name, error in errors), flush=True)
+
+        ThreadPoolExecutor(1).submit(at_exit)
+    """
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    refused = "not fetched: cannot schedule new futures after interpreter shutdown"
+    assert done.stdout.strip() == f"rows: 0 errors: ['BTC: {refused}', 'ETH: {refused}']", done

@@ -298,7 +298,12 @@ def fetch_each(fetch_one, names: list[str]) -> tuple[list[dict], list[tuple[str,
         results = [(names[0], _attempt(fetch_one, names[0]))]
     else:
         with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="rtdash-fetch") as pool:
-            results = list(zip(names, pool.map(lambda name: _attempt(fetch_one, name), names), strict=True))
+            try:
+                futures = [pool.submit(_attempt, fetch_one, name) for name in names]
+            except RuntimeError as exc:  # the interpreter is exiting (a fetch in flight at Ctrl+C): no new threads
+                results = [(name, SourceError(f"not fetched: {exc}")) for name in names]
+            else:
+                results = [(name, future.result()) for name, future in zip(names, futures, strict=True)]
     for name, result in results:
         if isinstance(result, SourceError):
             errors.append((name, result))

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -215,19 +216,20 @@ def holes(
     not a hole: only what lies between rows, or after the last one up to ``end``."""
     step = pd.Timedelta(seconds=bucket)
     least = pd.Timedelta(seconds=max(shortest, bucket))
+    # Each series' first row before the counts: a row the writer adds in between is then in both or only the counts.
+    oldest_of = {name: store.bounds(kind, [name])[0] for name in names}
     counts = store.aggregate(kind, start, end, step, series=names)
     out: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
     for name in names:
-        oldest, _ = store.bounds(kind, [name])
+        oldest = oldest_of[name]
         if oldest is None or oldest >= end:
             continue
         times = sorted(counts.loc[counts[SERIES[kind]] == name, "time"])
-        # Edges: the last row before the window (or the window's start when the series began before it), the
+        # Holes lie between edges: the window's start when the series began before it (as the bucket before it), the
         # buckets that hold rows, and the window's end.
-        edges = [start - step] if oldest < start else []
+        before = [start - step] if oldest < start else []
         found = []
-        lefts = [*edges, *times]
-        for left, right in zip(lefts, [*lefts[1:], end], strict=True):
+        for left, right in pairwise([*before, *times, end]):
             a, b = max(left + step, start), right
             if b - a >= least:
                 found.append((a, b))

@@ -461,3 +461,32 @@ def test_the_hole_search_is_bounded_and_can_be_off():
     assert Settings.load(environ={"RTDASH_GAP_SEARCH": "none"}, dotenv=None).gap_search is None
     with pytest.raises(SettingsError, match="RTDASH_GAP_SEARCH='93d' is invalid: expected a duration of at most 92d"):
         Settings.load(environ={"RTDASH_GAP_SEARCH": "93d"}, dotenv=None)
+
+
+def test_rows_the_writer_adds_or_prunes_while_holes_are_counted_are_no_error(tmp_path):
+    """The store's writer runs beside the hole search: a series' first row may arrive after the buckets were counted,
+    or the rows counted may be pruned before the first row is read.  Neither is a hole, and neither is an error."""
+    from rtdash.store.duckdb import DuckDBStore
+    from rtdash.stream.history import holes
+
+    now = pd.Timestamp.now(tz="UTC").floor("min")
+    h = pd.Timedelta(hours=1)
+
+    class WrittenBetween(DuckDBStore):
+        def aggregate(self, *args, **kwargs):
+            counts = super().aggregate(*args, **kwargs)
+            self.write("price", _minutes("ETH", now - 8 * h, now - 7 * h))  # the writer, just after the count
+            return counts
+
+    class PrunedBetween(DuckDBStore):
+        def aggregate(self, *args, **kwargs):
+            self.prune(now)  # retention, just before the count
+            return super().aggregate(*args, **kwargs)
+
+    with WrittenBetween(tmp_path / "w.duckdb") as store:
+        store.write("price", _minutes("BTC", now - 30 * h, now - 20 * h))
+        found = holes(store, "price", ["BTC", "ETH"], now - 26 * h, now - 6 * h, bucket=60, shortest=180)
+    assert set(found) == {"BTC"}, found
+    with PrunedBetween(tmp_path / "p.duckdb") as store:
+        store.write("price", _minutes("ETH", now - 8 * h, now - 7 * h))
+        assert holes(store, "price", ["ETH"], now - 26 * h, now - 6 * h, bucket=60, shortest=180) == {}

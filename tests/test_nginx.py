@@ -132,7 +132,10 @@ def test_page_websocket_and_download_through_nginx(proxied, page, tmp_path):
         button.click()
     download = download_info.value
     path = tmp_path / download.suggested_filename
-    download.save_as(path)
+    try:
+        download.save_as(path)
+    except Exception as exc:  # what the server and the proxy said of it
+        raise AssertionError(f"{exc}\n--- server ---\n{app.output()}\n--- nginx ---\n{nginx.logs()}") from None
     rows = path.read_text().strip().splitlines()
     assert download.suggested_filename.endswith(".csv")
     assert len(rows) >= 2 and "time" in rows[0], rows[:5]

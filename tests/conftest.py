@@ -147,7 +147,7 @@ def page(browser):
 
 # The modules that take longest (README, "Development"), run first: with ``-n 2 --dist loadfile`` (``make test``) each
 # xdist worker starts on a long one and the short ones fill in after, instead of one long module running alone last.
-FIRST = ("test_faults.py", "test_jupyter.py", "test_load_short.py", "ui/test_live.py", "ui/test_refresh.py")
+FIRST = ("test_jupyter.py", "ui/test_live.py", "test_faults.py", "ui/test_refresh.py", "test_load_short.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

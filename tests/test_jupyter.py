@@ -88,13 +88,26 @@ def test_run_all_in_jupyterlab_offline(lab, offline_browser):
     assert empty == []
 
 
-def test_second_run_all_releases_the_first_outputs(lab, offline_browser):
+def assert_works_as_run(page) -> None:
+    """What a user sees after running the notebook, however they ran it: the first cell says the JavaScript loaded,
+    every code cell shows an output of its own and no traceback, and the hvPlot, Live and app cells' prices grow."""
+    code = [c for c in J.cells(page) if c["type"] == "code"]
+    wait_until(lambda: LOADED in J.cells(page)[code[0]["index"]]["output_text"], 30)
+    assert [c["index"] for c in code if not c["outputs"]] == []
+    for index in (J.cell_index(page, HVPLOT), J.cell_index(page, LIVE), J.cell_index(page, APP)):
+        before, after = J.wait_grows(page, index, "price", timeout=60)
+        assert after > before
+    assert J.tracebacks(page) == []
+
+
+def test_run_all_again_replaces_the_outputs_and_restart_and_run_all_starts_afresh(lab, offline_browser):
     page = J.new_page(offline_browser, offline=True)
     run_all(page, lab)
     live, app = J.cell_index(page, LIVE), J.cell_index(page, APP)
     J.wait_grows(page, app, "price", timeout=60)
     first = J.kernel_json(page, "runtime.price.subscriber_count")
 
+    # Run All again: the first run's outputs are released, not kept beside the new ones.
     J.run_all(page)
     J.wait_idle(page)
     J.wait_grows(page, live, "price", timeout=60)
@@ -108,24 +121,7 @@ def test_second_run_all_releases_the_first_outputs(lab, offline_browser):
     assert J.tracebacks(page) == []
     assert_ordered(page)
 
-
-def assert_works_as_run(page) -> None:
-    """What a user sees after running the notebook, however they ran it: the first cell says the JavaScript loaded,
-    every code cell shows an output of its own and no traceback, and the hvPlot, Live and app cells' prices grow."""
-    code = [c for c in J.cells(page) if c["type"] == "code"]
-    wait_until(lambda: LOADED in J.cells(page)[code[0]["index"]]["output_text"], 30)
-    assert [c["index"] for c in code if not c["outputs"]] == []
-    for index in (J.cell_index(page, HVPLOT), J.cell_index(page, LIVE), J.cell_index(page, APP)):
-        before, after = J.wait_grows(page, index, "price", timeout=60)
-        assert after > before
-    assert J.tracebacks(page) == []
-
-
-def test_restart_and_run_all(lab, offline_browser):
-    page = J.new_page(offline_browser, offline=True)
-    run_all(page, lab)
-    J.wait_grows(page, J.cell_index(page, APP), "price", timeout=60)
-
+    # Restart the kernel and run all.
     J.restart_and_run_all(page)
     cells = J.wait_idle(page)
     # A new kernel ran every code cell once, top to bottom.
@@ -152,14 +148,6 @@ def test_cells_run_one_by_one(lab, offline_browser):
     assert_ordered(page)
 
 
-def test_notebook7_smoke(lab, offline_browser):
-    page = J.new_page(offline_browser, offline=True)
-    run_all(page, lab, ui="notebook")
-    before, after = J.wait_grows(page, J.cell_index(page, APP), "price", timeout=60)
-    assert after > before
-    assert J.tracebacks(page) == []
-
-
 # In the kernel: the outputs Panel still holds that show one of our views (each has an OutputGuard at its top level),
 # and the status badges' periodic callbacks still running.
 GUARDED_OUTPUTS = (
@@ -179,8 +167,9 @@ def test_cleared_outputs_release_what_they_showed(lab, offline_browser, ui):
     cell's feed and the status badges' periodic callback, and Panel forgets those outputs; the `subscription` cell's
     own subscriber stays and keeps receiving."""
     page = J.new_page(offline_browser, offline=True)
-    run_all(page, lab, ui=ui)
+    run_all(page, lab, ui=ui)  # in Notebook 7 too: its outputs render, and the app cell's prices grow
     J.wait_grows(page, J.cell_index(page, APP), "price", timeout=60)
+    assert J.tracebacks(page) == []
     # The Live cell's view, the app cell's and the `subscription` cell's; the hvPlot, Live, Refresh and app outputs.
     assert J.kernel_json(page, "runtime.price.subscriber_count") == 3
     assert len(J.kernel_json(page, GUARDED_OUTPUTS)) == 4

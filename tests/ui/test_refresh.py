@@ -40,6 +40,27 @@ MAP_JS = """() => {
           mercator: models.some(m => m.type == "MercatorTickFormatter")};
 }"""
 
+# The map's views: their size on the page and the tile renderers' state (for a failure's message).
+MAP_VIEW_JS = """() => {
+  const out = [];
+  const walk = (view) => {
+    if (view.model && view.model.type === "TileRenderer") {
+      out.push({tiles: Object.keys(view.pool ? view.pool : {}).length, url: view.model.tile_source.url,
+                drawn: view._tiles ? view._tiles.length : null});
+    }
+    if (view.canvas_view && view.model.renderers && view.model.renderers.some(r => r.type === "TileRenderer")) {
+      const box = view.canvas_view.el.getBoundingClientRect();
+      out.push({plot: [box.width, box.height], frame: [view.frame.bbox.width, view.frame.bbox.height],
+                x: [view.frame.x_range.start, view.frame.x_range.end],
+                y: [view.frame.y_range.start, view.frame.y_range.end]});
+    }
+    for (const child of (view.child_views || [])) walk(child);
+    if (view.renderer_views) for (const r of view.renderer_views.values()) walk(r);
+  };
+  for (const view of Object.values(window.Bokeh.index)) walk(view);
+  return out;
+}"""
+
 # Where a city's point is on the screen, from the map's own scales.
 POINT_JS = """(name) => {
   const find = (view) => {
@@ -156,7 +177,11 @@ def test_with_tiles_the_points_show_whether_or_not_tiles_load(serve, browser_pag
     page.tiles = tiles
     app = serve(env={**QUIET, "RTDASH_TILES": "OSM"})
     open_refresh_tab(page, app)
-    wait_until(lambda: page.external, 60, message="the browser to ask for tiles")
+    try:
+        wait_until(lambda: page.external, 60, message="the browser to ask for tiles")
+    except AssertionError as exc:  # what the page holds and shows then
+        shown = page.evaluate(MAP_VIEW_JS)
+        raise AssertionError(f"{exc}\nmodels: {drawn(page)}\nmap views: {shown}\n{app.output()}") from None
 
     assert [url for url in drawn(page)["tiles"] if "openstreetmap" in url] and drawn(page)["mercator"]
     assert len(drawn(page)["city"]) == CITIES

@@ -176,20 +176,19 @@ def test_a_fetch_that_starts_while_the_interpreter_exits_fails_as_a_source_error
     """At Ctrl+C a poll may begin on the poller's thread after the interpreter began to exit, when no new thread can
     start: the sources that ask once per series then fail with a :class:`SourceError` the poller reports as a failed
     fetch, not with a ``RuntimeError`` it logs as a bug, traceback and all."""
+    # Run at the interpreter's exit, after concurrent.futures' own exit hook refused new threads: where a poll that
+    # begins at Ctrl+C finds itself.  These hooks run last registered first: this one is registered before that one
+    # (at the import of concurrent.futures.thread).
     script = """if True:
-        import concurrent.futures.thread
-        import time
-        from concurrent.futures import ThreadPoolExecutor
-
-        from rtdash.sources.base import fetch_each
+        import threading
 
         def at_exit():
-            while not concurrent.futures.thread._shutdown:  # set once the interpreter's exit began
-                time.sleep(0.01)
             rows, errors = fetch_each(lambda name: {"asset": name}, ["BTC", "ETH"])
             print("rows:", len(rows), "errors:", sorted(f"{name}: {error}" for name, error in errors), flush=True)
 
-        ThreadPoolExecutor(1).submit(at_exit)
+        threading._register_atexit(at_exit)
+
+        from rtdash.sources.base import fetch_each
     """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

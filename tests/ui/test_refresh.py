@@ -8,7 +8,10 @@ the served app is recorded and refused, except map tiles, which a test may answe
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from urllib.parse import urlsplit
 
 import pytest
@@ -61,6 +64,11 @@ MAP_VIEW_JS = """() => {
   return out;
 }"""
 
+# What the page's Bokeh document holds of the Refresh tab: the status line and the table's rows (for a failure).
+DOC_JS = """() => [...window.Bokeh.documents[0].all_models]
+  .filter(m => (typeof m.text === "string" && m.text.includes("status")) || m.type.includes("Tabulator"))
+  .map(m => m.text || `table: ${Object.values(m.source.data)[0]?.length} rows`)"""
+
 # Where a city's point is on the screen, from the map's own scales.
 POINT_JS = """(name) => {
   const find = (view) => {
@@ -79,8 +87,23 @@ POINT_JS = """(name) => {
 @pytest.fixture
 def browser_page(page: Page) -> Page:
     """``page`` with every request beyond 127.0.0.1 recorded in ``page.external`` and refused; a test sets
-    ``page.tiles`` to "local" to answer map tiles with a small image instead."""
-    page.external, page.tiles = [], "refuse"
+    ``page.tiles`` to "local" to answer map tiles with a small image instead.  The websocket's frames, timed from
+    here, are kept in ``page.ws_frames`` for a failure's message."""
+    page.external, page.tiles, page.ws_frames = [], "refuse", []
+    start = time.monotonic()
+
+    def frame(direction: str, payload) -> None:
+        shown = f"({len(payload)} bytes)" if isinstance(payload, bytes) else payload[:160]
+        page.ws_frames.append(f"{time.monotonic() - start:7.2f} s {direction} {shown}")
+
+    page.on(
+        "websocket",
+        lambda ws: (
+            ws.on("framereceived", partial(frame, "in")),
+            ws.on("framesent", partial(frame, "out")),
+            ws.on("close", lambda _: frame("closed", "")),
+        ),
+    )
 
     def route(route: Route) -> None:
         url = route.request.url
@@ -100,7 +123,8 @@ def browser_page(page: Page) -> Page:
 def open_refresh_tab(page: Page, app: ServedApp, cities: int = CITIES) -> None:
     page.goto(f"{app.url}/realtime_dashboard")
     page.locator(".bk-tab", has_text="Refresh").click()
-    wait_until(lambda: len(column(page, "city")) == cities, 30, message=f"{cities} cities in the table")
+    shown = partial(wait_until, lambda: len(column(page, "city")) == cities, 60, message=f"{cities} cities")
+    explained(page, app, shown)
 
 
 def column(page: Page, field: str) -> list[str]:
@@ -110,6 +134,27 @@ def column(page: Page, field: str) -> list[str]:
 
 def drawn(page: Page) -> dict:
     return page.evaluate(MAP_JS)
+
+
+def wait_for_new_rows(page: Page, app: ServedApp, before: set[str]) -> None:
+    """Wait until the table shows rows fetched at none of the times in ``before``; failing, say what the page and the
+    server showed then."""
+    explained(page, app, lambda: wait_until(lambda: set(column(page, "fetched")) - before, 60, message="new rows"))
+
+
+def explained(page: Page, app: ServedApp, wait: Callable[[], object]) -> object:
+    """``wait()``; when it fails, its message also says what the page showed and held, the websocket's last frames
+    and the server's log (seen rarely on a busy machine: the server made a change the page never showed)."""
+    try:
+        return wait()
+    except AssertionError as exc:
+        shown = {"fetched": column(page, "fetched"), "status": page.locator("[role=status]").all_inner_texts()}
+        held = page.evaluate(DOC_JS)
+        frames = "\n".join(page.ws_frames[-30:])
+        raise AssertionError(
+            f"{exc}\nshown: {shown}\nBokeh document: {held}\nconsole: {page.console_errors}\n"
+            f"last websocket frames:\n{frames}\nserver log:\n{app.output()}"
+        ) from None
 
 
 def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, browser_page, fake_api) -> None:
@@ -125,7 +170,7 @@ def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, 
     page.get_by_role("button", name="Refresh").click()
 
     wait_until(lambda: page.locator(".pn-loading").filter(visible=True).count(), 5, message="the loading indicator")
-    wait_until(lambda: set(column(page, "fetched")) - before, 60, message="the table to show the new rows")
+    wait_for_new_rows(page, app, before)
     assert len(column(page, "fetched")) == CITIES and len(set(column(page, "fetched"))) == 1
     assert fake_api.count("open-meteo") == requests + 1
     wait_until(lambda: not page.locator(".pn-loading").filter(visible=True).count(), 5, message="loading to end")
@@ -161,7 +206,7 @@ def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serv
     before = set(column(page, "fetched"))
     wait_until(lambda: datetime.now(UTC).strftime("%H:%M:%S") not in before, 5, message="a new second")
     page.get_by_role("button", name="Refresh").click()
-    wait_until(lambda: set(column(page, "fetched")) - before, 60, message="the table to show the new rows")
+    wait_for_new_rows(page, app, before)
 
     assert drawn(page)["tiles"] == [] and not drawn(page)["mercator"]  # plain longitude and latitude
     assert len(drawn(page)["city"]) == CITIES

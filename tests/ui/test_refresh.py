@@ -64,10 +64,16 @@ MAP_VIEW_JS = """() => {
   return out;
 }"""
 
-# What the page's Bokeh document holds of the Refresh tab: the status line and the table's rows (for a failure).
-DOC_JS = """() => [...window.Bokeh.documents[0].all_models]
-  .filter(m => (typeof m.text === "string" && m.text.includes("status")) || m.type.includes("Tabulator"))
-  .map(m => m.text || `table: ${Object.values(m.source.data)[0]?.length} rows`)"""
+# What the page's Bokeh document holds of the Refresh tab (the status lines, the table's rows), and whether it has
+# told the server it is drawn ("document ready", which Panel waits for before it counts the page as loaded).
+DOC_JS = """() => {
+  const doc = window.Bokeh.documents[0];
+  const held = [...doc.all_models]
+    .filter(m => (typeof m.text === "string" && m.text.includes("status")) || m.type.includes("Tabulator"))
+    .map(m => m.text || `table: ${Object.values(m.source.data)[0]?.length} rows`);
+  const waiting = doc.roots().filter(r => !doc._idle_roots.has(r)).map(r => r.type);
+  return {held, ready_sent: doc._notified_idle, roots_not_drawn: waiting};
+}"""
 
 # Where a city's point is on the screen, from the map's own scales.
 POINT_JS = """(name) => {

@@ -129,8 +129,7 @@ def browser_page(page: Page) -> Page:
 def open_refresh_tab(page: Page, app: ServedApp, cities: int = CITIES) -> None:
     page.goto(f"{app.url}/realtime_dashboard")
     page.locator(".bk-tab", has_text="Refresh").click()
-    shown = partial(wait_until, lambda: len(column(page, "city")) == cities, 60, message=f"{cities} cities")
-    explained(page, app, shown)
+    explained_wait(page, app, lambda: len(column(page, "city")) == cities, f"{cities} cities in the table")
 
 
 def column(page: Page, field: str) -> list[str]:
@@ -143,22 +142,23 @@ def drawn(page: Page) -> dict:
 
 
 def wait_for_new_rows(page: Page, app: ServedApp, before: set[str]) -> None:
-    """Wait until the table shows rows fetched at none of the times in ``before``; failing, say what the page and the
-    server showed then."""
-    explained(page, app, lambda: wait_until(lambda: set(column(page, "fetched")) - before, 60, message="new rows"))
+    """Wait until the table shows rows fetched at none of the times in ``before``."""
+    explained_wait(page, app, lambda: set(column(page, "fetched")) - before, "the table to show the new rows")
 
 
-def explained(page: Page, app: ServedApp, wait: Callable[[], object]) -> object:
-    """``wait()``; when it fails, its message also says what the page showed and held, the websocket's last frames
-    and the server's log (seen rarely on a busy machine: the server made a change the page never showed)."""
+def explained_wait(page: Page, app: ServedApp, condition: Callable[[], object], message: str) -> object:
+    """``wait_until(condition)`` for 60 s; failing, its message also says what the page showed and held, what its
+    map views drew, the websocket's last frames and the server's log (seen rarely on a busy machine: the server made
+    a change the page never showed, or the browser never asked for tiles)."""
     try:
-        return wait()
+        return wait_until(condition, 60, message=message)
     except AssertionError as exc:
         shown = {"fetched": column(page, "fetched"), "status": page.locator("[role=status]").all_inner_texts()}
-        held = page.evaluate(DOC_JS)
+        held, points, views = page.evaluate(DOC_JS), drawn(page), page.evaluate(MAP_VIEW_JS)
         frames = "\n".join(page.ws_frames[-30:])
         raise AssertionError(
-            f"{exc}\nshown: {shown}\nBokeh document: {held}\nconsole: {page.console_errors}\n"
+            f"{exc}\nshown: {shown}\nBokeh document: {held}\nmap: {points}\nmap views: {views}\n"
+            f"console: {page.console_errors}\n"
             f"last websocket frames:\n{frames}\nserver log:\n{app.output()}"
         ) from None
 
@@ -228,11 +228,7 @@ def test_with_tiles_the_points_show_whether_or_not_tiles_load(serve, browser_pag
     page.tiles = tiles
     app = serve(env={**QUIET, "RTDASH_TILES": "OSM"})
     open_refresh_tab(page, app)
-    try:
-        wait_until(lambda: page.external, 60, message="the browser to ask for tiles")
-    except AssertionError as exc:  # what the page holds and shows then
-        shown = page.evaluate(MAP_VIEW_JS)
-        raise AssertionError(f"{exc}\nmodels: {drawn(page)}\nmap views: {shown}\n{app.output()}") from None
+    explained_wait(page, app, lambda: page.external, "the browser to ask for tiles")
 
     assert [url for url in drawn(page)["tiles"] if "openstreetmap" in url] and drawn(page)["mercator"]
     assert len(drawn(page)["city"]) == CITIES

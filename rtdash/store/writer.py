@@ -107,14 +107,13 @@ class StoreWriter:
                 self._counts["received"] += len(df)
                 self._counts["dropped"] += dropped
                 first_drop, self._full = dropped and not self._full, self._full or bool(dropped)
-                counts = dict(self._counts)
+                self.status.param.update(**self._counts)  # under the lock: see _write
             if first_drop:
                 log.warning(
                     "history store buffer full (%d rows) while the store is %s: dropping new rows until it drains",
                     self.capacity,
                     self.status.state,
                 )
-            self.status.param.update(**counts)
             self._wake.set()
             return len(accepted)
         except Exception:  # a subscriber that raises is dropped by the poller: never let that happen
@@ -174,12 +173,17 @@ class StoreWriter:
                 self._counts["buffered"] -= len(frame)
                 if self._full and self._counts["buffered"] < self.capacity:
                     self._full = False
-                counts = dict(self._counts)
+                # The status changes under the lock, with the counts: a ``flush`` that sees the buffer empty sees
+                # the status say so, and a ``put`` on another thread cannot show its older counts after these.
+                self.status.param.update(
+                    state="ok",
+                    down_since=None,
+                    written=self.status.written + inserted,
+                    last_write=_now(),
+                    **self._counts,
+                )
                 if not self._pending:
                     self._lock.notify_all()
-            self.status.param.update(
-                state="ok", down_since=None, written=self.status.written + inserted, last_write=_now(), **counts
-            )
 
     def _down(self, exc: Exception) -> None:
         self._failures += 1
@@ -220,7 +224,7 @@ class StoreWriter:
     # -- control -------------------------------------------------------------------------------------------------------
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until the buffer is empty (True) or ``timeout`` seconds passed (False)."""
+        """Wait until the buffer is empty and the status says so (True) or ``timeout`` seconds passed (False)."""
         self._wake.set()
         with self._lock:
             return self._lock.wait_for(lambda: not self._pending, timeout)

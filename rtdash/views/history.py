@@ -713,8 +713,12 @@ class HistoryView(pn.viewable.Viewer):
             return self._say_export(f"Exported {rows:,} rows to {path.resolve()}.")
         self._exporting = "counting"
         self._export_busy(True)
-        base = pn.state.base_url or "/"  # read here, in the click's document
-        pn.state.execute(partial(self._request_export, fmt, base + "export/", pn.state.user))
+        # Relative to the page, as Panel's own resources are (an embedding page's ``rel_path`` is the app's
+        # server): not ``base_url``, which Panel derives from the request that made the session, and a session that
+        # Bokeh made again at the page's websocket (the first discarded as unused) has a websocket's path there.
+        rel_path = pn.state.rel_path  # read here, in the click's document
+        url = f"{rel_path}/export/" if rel_path else "export/"
+        pn.state.execute(partial(self._request_export, fmt, url, pn.state.user))
 
     async def _request_export(self, fmt: str, url: str, user: str | None) -> None:
         """Count the selection's rows on a thread; within the limit, issue a ticket and have the page download it."""

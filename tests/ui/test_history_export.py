@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from rtdash.store.duckdb import DuckDBStore
+from tests.helpers import ServedApp, fake_env, wait_until
 from tests.store.test_store import prices, same_rows
 from tests.test_auth import APP, COOKIE_SECRET, PASSWORD, USER, tab
 
@@ -73,6 +75,37 @@ def test_export_csv_and_parquet_download_the_rows_of_the_range(serve, page, stor
         for frame in got.values():
             start, end = frame["time"].min(), frame["time"].max() + pd.Timedelta("1us")
             same_rows(frame, store.read("price", start, end, series=["BTC"]), "price")
+
+
+def test_a_session_made_again_at_the_websocket_downloads_under_the_prefix(fake_api, page, store_path, tmp_path):
+    """Bokeh discards a session whose page has not connected within the unused-session lifetime (1 s in the tests,
+    15 s by default: a busy server, a slow client) and makes it again from the websocket's request, whose path is
+    not the page's, so Panel gives that session no prefix: the download must still go to ``<prefix>/export/``."""
+    app = ServedApp(
+        env=fake_env(fake_api.url, **SERVE_ENV, RTDASH_STORE=str(store_path)),
+        cwd=tmp_path,
+        serve_args=["--prefix", "/rtdash", "--plugins", "rtdash.server"],
+    )
+    try:
+        app.wait_ready(path="/rtdash/liveness")
+
+        def sessions() -> int:
+            return requests.get(app.url + "/rtdash/health", timeout=5).json()["sessions"]
+
+        def connect_late(ws) -> None:  # the page's own session is gone before its websocket connects
+            wait_until(lambda: sessions() == 0, 60, message="the page's first session to be discarded")
+            ws.connect_to_server()
+
+        page.route_web_socket(re.compile(r"/rtdash/realtime_dashboard/ws"), connect_late)
+        open_history(page, app.url + "/rtdash" + APP)
+        assert sessions() == 1  # the one made at the websocket
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Export CSV").click()
+        assert download.value.failure() is None, app.output()
+        assert urlsplit(download.value.url).path.startswith("/rtdash/export/")
+        assert len(pd.read_csv(download.value.path())) >= ROWS  # the stored rows, and any fetched since
+    finally:
+        app.stop()
 
 
 def test_the_row_limit_is_shown_in_the_page(serve, page, store_path):

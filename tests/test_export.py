@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable, Iterator
+from urllib.parse import urljoin
 
 import pandas as pd
 import pytest
@@ -68,14 +69,15 @@ class Served:
         return self.server.on_loop(lambda: view._export_note.object if view._export_note.visible else "")
 
     def clicked_download(self, view: HistoryView, fmt: str = "csv") -> tuple[str, str]:
-        """Click Export, and the (URL, file name) the page is asked to download."""
+        """Click Export, and the (URL, file name) the page is asked to download, the URL resolved as the page at
+        ``/`` resolves it (the view gives one relative to the page)."""
         before = len(self.downloads)
         self.click(view, fmt)
         wait_until(
             lambda: len(self.downloads) > before, 60, 0.05, f"the page to be asked to download ({self.note(view)})"
         )
         url, name = self.downloads[-1]
-        return self.url + url, name
+        return urljoin(self.url + "/", url), name
 
 
 @pytest.fixture

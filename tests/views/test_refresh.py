@@ -181,7 +181,9 @@ def test_a_hostile_city_name_stays_text(runtime, fake_api) -> None:
     fake_api.clear_fault()  # live: the geocoder does not know the name, and the message quotes it
     click_refresh(view)
     wait_until(lambda: not view.fetching and view.error, 30, message="the live rows")
-    status = view.__panel__().select(pn.pane.HTML)[0].object
+    pane = view.__panel__().select(pn.pane.HTML)[0]  # its text follows the view's parameters a moment later
+    wait_until(lambda: "Some cities are missing" in pane.object, 30, message=f"the status to say so: {pane.object}")
+    status = pane.object
     # Seen failing once beside two busy loops (message not kept): say what the view held.
     assert list(view.frame["city"]) == ["Fresno"], f"{view.frame}\nerror: {view.error}\nstatus: {status}"
     assert "Some cities are missing: unknown city" in status

@@ -108,6 +108,12 @@ def serve(fake_api, tmp_path):
         app.stop()
 
 
+# Playwright's ``expect`` retries for 5 s by default: too short for a page on a busy 2-core machine (a History tab
+# that reads the store when first shown, beside two busy loops, drew its range buttons 5-6 s after the click).  The
+# assertion is the same; only a failure takes longer to report.
+EXPECT_TIMEOUT_MS = 30_000
+
+
 @contextlib.contextmanager
 def _chromium():
     from playwright.sync_api import sync_playwright
@@ -169,7 +175,13 @@ def pytest_configure(config) -> None:
     Under xdist (``make test``) the controller passes the signal on to its workers, so that their teardowns start at
     once, and gives them ``WORKER_EXIT`` seconds before it kills them (xdist's own 10 s is shorter than a JupyterLab's
     teardown).  A worker takes the first signal only: execnet sends it a SIGINT of its own 5 s after the controller
-    asks it to exit, which would otherwise cut its teardown short."""
+    asks it to exit, which would otherwise cut its teardown short.
+
+    Playwright's ``expect`` waits ``EXPECT_TIMEOUT_MS`` for its condition, in every test."""
+    with contextlib.suppress(ImportError):  # the browser tests' package (not needed by `make test-fast`)
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     worker = hasattr(config, "workerinput")
     controller = not worker and bool(getattr(config.option, "numprocesses", None))
     if controller:

@@ -31,12 +31,14 @@ process answers it, adds them up.  Without it every process reports only itself.
 
 from __future__ import annotations
 
+import faulthandler
 import hmac
 import json
 import logging
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -556,6 +558,14 @@ def install(app: tornado.web.Application, settings: Settings) -> None:
     if _Compressed not in app.transforms:
         app.add_transform(_Compressed)
     skip_document_validation()
+    dump_stacks_on_sigusr1()
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` writes the stack of every thread of the server to its standard error, without stopping
+    it: what a server that answers but no longer updates is waiting for.  Not where the signal is already taken."""
+    if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def skip_document_validation() -> None:
@@ -754,8 +764,6 @@ def stop_loop_on_signals() -> None:
     that what follows ``loop.start()`` runs: ``python realtime_dashboard.py`` then stops the runtimes (rows written,
     store closed) and exits 0, where Python's default for SIGTERM ends the process at once, mid-write.
     ``panel serve`` does not need it (Bokeh stops its loop on both).  Only in the main thread, where signals arrive."""
-    import signal
-
     from tornado.ioloop import IOLoop
 
     if threading.current_thread() is not threading.main_thread():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +77,7 @@ class ServedApp:
     ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._own_cwd = cwd is None  # a folder of its own, removed by stop()
         self.cwd = Path(cwd or tempfile.mkdtemp(prefix="rtdash-serve-"))
         self.log_path = self.cwd / f"panel-serve-{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RTDASH_", "COINCAP_", "OPENWEATHER_"))}
@@ -112,8 +114,33 @@ class ServedApp:
         )
 
     def output(self) -> str:
+        if self._log.closed:  # stopped: its folder may be gone
+            return self._final
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def stacks(self) -> str:
+        """The server's output, ending with the stack of each of its threads: for the message of a test that waited
+        in vain for the server.  The stacks come from ``kill -USR1``, which the server answers once it has served a
+        page (rtdash.server.dump_stacks_on_sigusr1; before that the signal would end it)."""
+        output = self.output()
+        if self.proc.poll() is not None or "/health and " not in output:
+            return output
+        before = output.count("Current thread")
+        self.proc.send_signal(signal.SIGUSR1)
+        try:  # one block per thread, written at once: it is whole when the output stops growing
+            wait_until(lambda: self.output().count("Current thread") > before, 30, 0.2, "the stacks")
+            seen = ""
+
+            def settled() -> bool:
+                nonlocal seen
+                previous, seen = seen, self.output()
+                return seen == previous
+
+            wait_until(settled, 10, 0.3, "the stacks to end")
+        except AssertionError as exc:
+            return f"{self.output()}\n({exc})"
+        return self.output()
 
     def wait_ready(self, timeout: float = 60.0, path: str = "/liveness") -> ServedApp:
         def ready():
@@ -150,7 +177,12 @@ class ServedApp:
                 self._signal(signal.SIGKILL)
                 self.proc.wait(10)
         self._signal(signal.SIGKILL)  # whatever of its group is left (--num-procs workers)
+        if self._log.closed:
+            return
+        self._final = self.output()
         self._log.close()
+        if self._own_cwd:
+            shutil.rmtree(self.cwd, ignore_errors=True)
 
     def __enter__(self) -> ServedApp:
         try:

@@ -82,6 +82,15 @@ def test_panel_serve_answers_and_a_session_opens(serve):
     assert "Traceback" not in app.output()
 
 
+def test_sigusr1_writes_every_threads_stack_and_the_server_goes_on(serve):
+    app = serve(env=FAST)
+    assert tab_titles(f"{app.url}/realtime_dashboard") == ["Live", "Refresh", "History"]
+    output = app.stacks()
+    assert "Current thread" in output and output.count("(most recent call first)") >= 3, output
+    assert app.proc.poll() is None
+    assert tab_titles(f"{app.url}/realtime_dashboard") == ["Live", "Refresh", "History"]
+
+
 def test_python_script_serves_and_prints_its_url(serve):
     port = free_port()
     command = [sys.executable, str(SCRIPT), "--port", str(port), "--address", "127.0.0.1"]

@@ -15,6 +15,7 @@ from functools import partial
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 from playwright.sync_api import Page, Route
 
 from tests.helpers import ServedApp, wait_until
@@ -148,18 +149,22 @@ def wait_for_new_rows(page: Page, app: ServedApp, before: set[str]) -> None:
 
 def explained_wait(page: Page, app: ServedApp, condition: Callable[[], object], message: str) -> object:
     """``wait_until(condition)`` for 60 s; failing, its message also says what the page showed and held, what its
-    map views drew, the websocket's last frames and the server's log (seen rarely on a busy machine: the server made
-    a change the page never showed, or the browser never asked for tiles)."""
+    map views drew, the websocket's last frames, the weather source's status and the server's log with the stack of
+    each of its threads (seen rarely: the server's document stayed at "Fetching" after the fetch succeeded)."""
     try:
         return wait_until(condition, 60, message=message)
     except AssertionError as exc:
         shown = {"fetched": column(page, "fetched"), "status": page.locator("[role=status]").all_inner_texts()}
         held, points, views = page.evaluate(DOC_JS), drawn(page), page.evaluate(MAP_VIEW_JS)
         frames = "\n".join(page.ws_frames[-30:])
+        try:
+            weather = requests.get(app.url + "/health", timeout=30).json()["sources"]["weather"]
+        except (requests.RequestException, ValueError, KeyError) as error:
+            weather = repr(error)
         raise AssertionError(
             f"{exc}\nshown: {shown}\nBokeh document: {held}\nmap: {points}\nmap views: {views}\n"
-            f"console: {page.console_errors}\n"
-            f"last websocket frames:\n{frames}\nserver log:\n{app.output()}"
+            f"console: {page.console_errors}\nweather source: {weather}\n"
+            f"last websocket frames:\n{frames}\nserver log and stacks:\n{app.stacks()}"
         ) from None
 
 
@@ -170,7 +175,7 @@ def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, 
     before = set(column(page, "fetched"))
     # Rows are timed to the second: wait for a new second so that refreshed rows can be told apart.
     wait_until(lambda: datetime.now(UTC).strftime("%H:%M:%S") not in before, 5, message="a new second")
-    requests = fake_api.count("open-meteo")
+    asked = fake_api.count("open-meteo")
     fake_api.set_fault("open-meteo", "slow", delay=1.0)  # long enough to see the loading indicator
 
     page.get_by_role("button", name="Refresh").click()
@@ -178,7 +183,7 @@ def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, 
     wait_until(lambda: page.locator(".pn-loading").filter(visible=True).count(), 5, message="the loading indicator")
     wait_for_new_rows(page, app, before)
     assert len(column(page, "fetched")) == CITIES and len(set(column(page, "fetched"))) == 1
-    assert fake_api.count("open-meteo") == requests + 1
+    assert fake_api.count("open-meteo") == asked + 1
     wait_until(lambda: not page.locator(".pn-loading").filter(visible=True).count(), 5, message="loading to end")
     assert page.console_errors == [] and page.external == []
 
@@ -188,7 +193,7 @@ def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_
     app = serve(env=QUIET)
     open_refresh_tab(page, app)
     temperature = drawn(page)
-    requests = fake_api.count("open-meteo")
+    asked = fake_api.count("open-meteo")
 
     page.get_by_role("button", name="Humidity").click()
 
@@ -199,7 +204,7 @@ def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_
     assert (humidity["low"], humidity["high"]) == (min(shown.values()), max(shown.values()))
     assert list(shown.values()) == sorted(shown.values(), reverse=True)  # the table follows the metric
     assert humidity["city"] == temperature["city"] and humidity["value"] != temperature["value"]
-    assert fake_api.count("open-meteo") == requests
+    assert fake_api.count("open-meteo") == asked
     assert page.console_errors == []
 
 
@@ -263,11 +268,11 @@ def test_a_hanging_refresh_blocks_no_session(serve, browser_page, browser, fake_
         open_refresh_tab(other, app)
         palette = drawn(page)["palette"]
         fake_api.set_fault("open-meteo", "hang")
-        requests = fake_api.count("open-meteo")
+        asked = fake_api.count("open-meteo")
 
         page.get_by_role("button", name="Refresh").click()
 
-        assert fake_api.wait_for_count("open-meteo", requests + 1)  # and the server does not answer it
+        assert fake_api.wait_for_count("open-meteo", asked + 1)  # and the server does not answer it
         for session in (other, page):  # another session, and even the one waiting, still answer
             session.get_by_role("button", name="Humidity").click()
             wait_until(lambda s=session: drawn(s)["palette"] != palette, 60, message="the map to be recoloured")

@@ -88,7 +88,7 @@ class ServedApp:
             command = [
                 sys.executable,
                 "-m",
-                "panel",
+                "tests.served_panel",  # panel serve, which reports its sessions' state on SIGUSR2
                 "serve",
                 str(target),
                 "--address",
@@ -120,26 +120,26 @@ class ServedApp:
         return self.log_path.read_text(errors="replace")
 
     def stacks(self) -> str:
-        """The server's output, ending with the stack of each of its threads: for the message of a test that waited
-        in vain for the server.  The stacks come from ``kill -USR1``, which the server answers once it has served a
-        page (rtdash.server.dump_stacks_on_sigusr1; before that the signal would end it)."""
+        """The server's output, ending with the stack of each of its threads and (``tests.served_panel``) what each
+        of its sessions waits for: for the message of a test that waited in vain for the server.
+
+        The stacks come from ``kill -USR1``, which the server answers once it has served a page
+        (rtdash.server.dump_stacks_on_sigusr1; before that the signal would end it).
+        """
         output = self.output()
-        if self.proc.poll() is not None or "/health and " not in output:
+        if self.proc.poll() is not None:
             return output
-        before = output.count("Current thread")
-        self.proc.send_signal(signal.SIGUSR1)
-        try:  # one block per thread, written at once: it is whole when the output stops growing
-            wait_until(lambda: self.output().count("Current thread") > before, 30, 0.2, "the stacks")
-            seen = ""
-
-            def settled() -> bool:
-                nonlocal seen
-                previous, seen = seen, self.output()
-                return seen == previous
-
-            wait_until(settled, 10, 0.3, "the stacks to end")
-        except AssertionError as exc:
-            return f"{self.output()}\n({exc})"
+        signals = [(signal.SIGUSR1, "Current thread")] if "/health and " in output else []
+        if "tests.served_panel" in self.command:
+            signals.append((signal.SIGUSR2, "--- end ---"))
+        for number, last in signals:
+            before = self.output().count(last)
+            self.proc.send_signal(number)
+            try:
+                wait_until(lambda last=last, before=before: self.output().count(last) > before, 30, 0.2, str(number))
+            except AssertionError as exc:
+                return f"{self.output()}\n({exc})"
+        # faulthandler writes one block per thread, its own ("Current thread") last
         return self.output()
 
     def wait_ready(self, timeout: float = 60.0, path: str = "/liveness") -> ServedApp:

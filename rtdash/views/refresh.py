@@ -94,6 +94,7 @@ class RefreshView(pn.viewable.Viewer):
             self.param.metric, color="primary", variant="outline", name="", description=None
         )
         self._status = pn.pane.HTML(stylesheets=[STATUS_CSS], sizing_mode="stretch_width", margin=(5, 10))
+        self._future: Future | None = None  # the last refresh's fetch
         self._map: pn.pane.HoloViews | None = None
         self._table: pn.widgets.Tabulator | None = None
         # The table goes under the map when both do not fit side by side (a notebook's width): the map keeps a
@@ -173,7 +174,7 @@ class RefreshView(pn.viewable.Viewer):
         """
         dispatch, _ = current_dispatch()
         self.fetching = True
-        future = self.runtime.weather.fetch_now()
+        future = self._future = self.runtime.weather.fetch_now()
         future.add_done_callback(partial(self._schedule, dispatch))
         return future
 

@@ -2,7 +2,8 @@
 writing to its standard error what each Bokeh session of the process is waiting for.
 
 For the message of a test that waited in vain for the server (``ServedApp.stacks``): a session's document lock and
-hold, its held events and pending callbacks, the event loop's tasks, and what the Refresh views hold.  The server
+hold, its held events and pending callbacks, its websockets' write locks (Panel's), the event loop's tasks, and what
+the Refresh views hold.  The server
 itself writes every thread's stack on ``kill -USR1`` (rtdash.server.dump_stacks_on_sigusr1); a lost callback or a
 lock that is never released shows in neither stack.
 """
@@ -27,11 +28,13 @@ def sessions() -> list[str]:
     lines = []
     for session in (o for o in gc.get_objects() if isinstance(o, ServerSession)):
         callbacks = session.document.callbacks
+        sockets = [getattr(c._socket, "write_lock", None) for c in session._subscribed_connections]
         lines.append(
             f"session {session.id[:8]}: destroyed={session.destroyed} lock={session._lock!r} "
             f"writing={session._pending_writes is not None} hold={callbacks._hold!r} "
             f"held events={[type(e).__name__ for e in callbacks._held_events]} "
-            f"callbacks={sorted(_name(c.callback) for c in callbacks.session_callbacks)}"
+            f"callbacks={sorted(_name(c.callback) for c in callbacks.session_callbacks)} "
+            f"websocket write locks={sockets!r}"
         )
     return lines
 
@@ -54,7 +57,11 @@ def refresh_views() -> list[str]:
     for view in (o for o in gc.get_objects() if isinstance(o, RefreshView)):
         future = view._future
         state = "none" if future is None else ("done" if future.done() else "running")
-        lines.append(f"refresh view: fetching={view.fetching} error={view.error!r} future={state}")
+        table = None if view._table is None else sorted(set(view._table.value["fetched"]))
+        lines.append(
+            f"refresh view: fetching={view.fetching} error={view.error!r} future={state} table fetched={table} "
+            f"status={view._status.object!r}"
+        )
     return lines
 
 

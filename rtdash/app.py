@@ -23,7 +23,7 @@ from .cli import load_settings_or_exit
 from .config import Settings, SettingsError
 from .logs import setup_logging
 from .notebook import extension, in_kernel, log_stream
-from .server import SESSION_BUILD, admit, on_session, routes, warm_up
+from .server import SESSION_BUILD, admit, local_stylesheets, on_session, routes, warm_up
 from .stream import get_runtime, stop_all
 from .views import OutputGuard, when_drawn
 from .views.alerts import AlertsView
@@ -58,14 +58,13 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
         settings = settings if settings is not None else Settings.load(argv=argv)
     except SettingsError as exc:
         _log_once(f"rtdash: error: {exc}")
-        message = html.escape(f"rtdash cannot start: {exc}")
-        return pn.pane.HTML(f'<div class="error" role="alert">{message}</div>', stylesheets=[ERROR_CSS])
+        return error_page(f"rtdash cannot start: {exc}")
     setup_logging(settings, stream=log_stream())
     if settings.rules:
         extension(notifications=True)  # alert rules notify every open page (rtdash.views.alerts)
     refusal = admit(settings)  # a token no page was served with, or a cap reached: one line, no pollers
     if refusal is not None:
-        return pn.pane.HTML(f'<div class="error" role="alert">{html.escape(refusal)}</div>', stylesheets=[ERROR_CSS])
+        return error_page(refusal)
     runtime = get_runtime(settings)
     on_session(runtime)
     status = StatusView(runtime=runtime)
@@ -110,6 +109,12 @@ def create_app(settings: Settings | None = None, argv: Sequence[str] = ()) -> pn
     app = pn.Column(header, status.banner, *alerts, url, tabs, *guard, sizing_mode="stretch_width")
     SESSION_BUILD.observe(time.perf_counter() - start)  # rtdash_session_build_seconds in /metrics
     return app
+
+
+def error_page(message: str) -> pn.pane.HTML:
+    """A page of one line saying why there is no dashboard, styled from the server like the dashboard."""
+    local_stylesheets()
+    return pn.pane.HTML(f'<div class="error" role="alert">{html.escape(message)}</div>', stylesheets=[ERROR_CSS])
 
 
 @functools.cache

@@ -599,15 +599,16 @@ def on_session(runtime) -> None:
         pn.state.on_session_destroyed(lambda _context: _forget_views(doc))
     if handler is not None:
         install(handler.application, settings)
-        _local_stylesheets(doc, handler.application)
+        local_stylesheets()
         # A session is created by the page request, or by a websocket that outlived its page's session (or
         # reached another --num-procs process): only the page has headers to set.
         if not isinstance(handler, tornado.websocket.WebSocketHandler):
             handler.set_header("Content-Security-Policy", frame_ancestors_header(settings))
 
 
-def _local_stylesheets(doc, app: tornado.web.Application) -> None:
-    """Point the session's stylesheets at the server's own copies from its start, as its page would.
+def local_stylesheets() -> None:
+    """Point the server session's stylesheets at the server's own copies from its start, as its page would (the
+    dashboard's, and the one-line error page of a bad setting or a refused session); nothing outside a server.
 
     Panel does that when it renders a session's page (``server_html_page_for_session`` sets the document's
     ``dist_url``), after the session was built.  A session made by a websocket, whose page's unused session was
@@ -616,7 +617,10 @@ def _local_stylesheets(doc, app: tornado.web.Application) -> None:
     and "Failed to load resource" offline.  Set for every session, so that nothing made before the page is rendered
     depends on it either (the page sets the same address again).
     """
-    resources = getattr(app, "resources", None)
+    doc, handler = pn.state.curdoc, _request_handler()
+    if doc is None or getattr(doc, "session_context", None) is None or handler is None:
+        return
+    resources = getattr(handler.application, "resources", None)
     if resources is None or resources().mode != "server":
         return
     rel_path = pn.state.rel_path

@@ -315,13 +315,21 @@ def test_the_pause_button_stays_inside_a_narrow_page(serve, page):
     assert box["right"] <= min(box["page"], box["clip"]) and box["width"] >= 60, box
 
 
-def test_bad_setting_shows_one_line_on_the_page(serve, page):
+@pytest.mark.parametrize("slow", [False, True], ids=["page", "slower-than-its-session"])
+def test_bad_setting_shows_one_line_on_the_page(serve, page, slow):
+    """The error page is styled from the server too, even when its websocket makes its session (``slow``: see
+    test_a_page_slower_than_its_unused_session_is_styled_from_the_server): seen beside busy loops, three "Failed to
+    load resource" from cdn.holoviz.org."""
     app = serve(env={"RTDASH_UNITS": "kelvin"})
+    failed = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    if slow:
+        page.route("**/bokeh.min.js*", lambda route: (time.sleep(3), route.continue_()))
     page.goto(f"{app.url}/realtime_dashboard")
     message = "RTDASH_UNITS='kelvin' is invalid: expected one of metric, imperial"
     expect(page.get_by_role("alert")).to_have_text(f"rtdash cannot start: {message}")
     assert "Traceback" not in page_text(page)
-    assert page.console_errors == []
+    assert failed == [] and page.console_errors == []
 
 
 def test_no_banner_while_live(serve, page):

@@ -226,11 +226,22 @@ class OutputLifetime:
         return refs
 
     def listening(self) -> bool:
-        """Whether the page of every live output has opened its comm.  Until then Panel keeps each push and retries
-        it every 0.1 s, and the retries go out in any order."""
+        """Whether the page of every live output has opened its comm (see :meth:`push`)."""
         views = pn.state._views
         comms = [views[ref][3] for ref in self.outputs() if ref in views]
         return all(comm is None or comm._comm is not None for comm in comms)  # no comm: nothing to wait for
+
+    def push(self) -> None:
+        """Send the panes' changes to the outputs whose page has opened its comm (``pn.io.push_notebook``, but to
+        those only).  Panel keeps a push to an output whose comm is not open yet and retries it every 0.1 s, each
+        push on a timer of its own, so that several went out in any order once it opened (a point out of time order,
+        seen after Run All again on a loaded machine).  An output not listening keeps its changes in its document,
+        held, and gets them in one message, in order, with the first push after its comm opens."""
+        views = pn.state._views
+        for ref in self.outputs():
+            _, root, doc, comm = views[ref]
+            if comm is not None and comm._comm is not None and "embedded" not in root.tags:
+                pn.io.notebook.push(doc, comm)
 
     def check(self, deleted: str | None = None) -> bool:
         """Whether the panes are shown, or not shown yet; if every output showing them is gone, ``on_end()``."""

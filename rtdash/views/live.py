@@ -835,10 +835,10 @@ class LiveView(pn.viewable.Viewer):
             if not self._outputs.check():
                 return  # every output showing this view is gone (its subscriptions just ended)
             if not self._outputs.listening():
-                # Shown, but the page has not opened the output's comm yet: Panel would keep each push and retry it
-                # every 0.1 s, and the retries go out in any order (a point out of time order).  The rows wait in the
-                # poller's history instead, taken in one go by the first update after the page listens -- for
-                # ``LISTEN_WAIT`` seconds at most, so that an output whose comm never opens does not freeze the view.
+                # Shown, but the page has not opened the output's comm yet.  The rows wait in the poller's history,
+                # taken in one go by the first update after the page listens -- for ``LISTEN_WAIT`` seconds at most,
+                # so that an output whose comm never opens does not freeze the view: after that the charts take the
+                # rows, the outputs listening get them, and the others keep them held (OutputLifetime.push).
                 self._held_since = self._held_since or time.monotonic()
                 if time.monotonic() - self._held_since < LISTEN_WAIT:
                     self._behind = True
@@ -864,7 +864,7 @@ class LiveView(pn.viewable.Viewer):
             if self.on_update is not None:
                 self.on_update()
         if self._push:
-            pn.io.push_notebook(*self._price_panes, *self._weather_panes)
+            self._outputs.push()
 
     def _reattach(self) -> None:
         """In a notebook: give a chart whose data source has left its output's document while the chart is still in

@@ -7,6 +7,7 @@ and the old rows dropped when the data switches between simulated and live.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 
@@ -410,3 +411,45 @@ def test_provider_history_keeps_to_the_charts_window() -> None:
     assert c.boundary.location == _ms("2026-01-01 00:59:00")  # no live price yet: the newest candle
     c.send(prices(["2026-01-01 01:05:00"], [100.0]))
     assert c.pasts["BTC"].data["price"].tolist() == [float(m) for m in range(55, 60)]
+
+
+def test_an_output_whose_comm_is_not_open_yet_gets_its_changes_in_one_message_in_order_once_it_opens() -> None:
+    """Panel keeps a push to a comm the page has not opened yet and retries it every 0.1 s, each push on a timer of its
+    own: several went out in any order once it opened (a price point out of time order after Run All again, on a
+    loaded machine).  The view pushes only to outputs whose comm is open; an output not listening keeps its changes,
+    held in its document, and gets them all with the first push after it opens."""
+    import panel as pn
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+    from pyviz_comms import Comm
+
+    from rtdash.views import OutputLifetime
+
+    class Recording(Comm):
+        """pyviz_comms' comm, whose page opens it when ``_comm`` is set, recording what is sent."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sent: list = []
+
+        def send(self, data=None, metadata=None, buffers=None) -> None:
+            self.sent.append(data)
+
+    source = ColumnDataSource({"x": [], "y": []})
+    chart = figure()
+    chart.line("x", "y", source=source)
+    pane = pn.pane.Bokeh(chart)
+    lifetime = OutputLifetime([pane], lambda: None)
+    comm, doc = Recording(), Document()
+    pn.Column(pane)._render_model(doc, comm)
+    doc.hold()  # as Panel holds a notebook output's document (panel.io.notebook.render_model)
+    for x in range(3):
+        source.stream({"x": [x], "y": [x]})
+        lifetime.push()
+    assert comm.sent == []
+    comm._comm = object()  # the page opened it
+    source.stream({"x": [3], "y": [3]})
+    lifetime.push()
+    (content,) = [m for m in comm.sent if isinstance(m, str) and '"events"' in m]
+    streamed = [e["data"] for e in json.loads(content)["events"] if e["kind"] == "ColumnsStreamed"]
+    assert [dict(e["entries"])["x"] for e in streamed] == [[0], [1], [2], [3]]

@@ -180,6 +180,7 @@ class RefreshView(pn.viewable.Viewer):
         """
         dispatch, doc = current_dispatch()
         self.fetching = True
+        self._done_at = float("inf")  # until this fetch ends (_schedule)
         future = self._future = self.runtime.weather.fetch_now()
         future.add_done_callback(partial(self._schedule, dispatch))
         if doc is not None:
@@ -201,7 +202,7 @@ class RefreshView(pn.viewable.Viewer):
         """On the session's loop while a refresh runs: take its outcome if the hand-back has not come ``LATE_S``
         after the fetch ended, and say so in the log.
 
-        Seen once in CI, cause not found: the fetch succeeded, and the page stayed at "Fetching" for good.
+        Seen twice in CI, cause not found: the fetch succeeded, and the page stayed at "Fetching" for good.
         """
         if future is not self._future or not self.fetching:
             return  # handed back

@@ -222,7 +222,7 @@ def test_an_unknown_tile_name_fails_at_startup_with_the_accepted_names() -> None
 def test_a_served_view_takes_the_outcome_itself_when_its_hand_back_is_lost(
     runtime, fake_api, monkeypatch, caplog
 ) -> None:
-    """Seen once in CI, cause not found: a served page stayed at "Fetching" for good after the fetch succeeded.  Here
+    """Seen twice in CI, cause not found: a served page stayed at "Fetching" for good after the fetch succeeded.  Here
     the hand-back from the poller's thread to the session is lost on purpose (the dispatch drops it): the view takes
     the outcome itself within ``LATE_S`` + ``CHECK_MS`` (RefreshView._check) and says so in the log."""
     rt, views, real = runtime(), [], refresh.current_dispatch

@@ -129,6 +129,7 @@ class ServedApp:
         output = self.output()
         if self.proc.poll() is not None:
             return output
+        # Each report's last line: faulthandler writes the signalled thread's block ("Current thread") last.
         signals = [(signal.SIGUSR1, "Current thread")] if "/health and " in output else []
         if "tests.served_panel" in self.command:
             signals.append((signal.SIGUSR2, "--- end ---"))
@@ -139,7 +140,6 @@ class ServedApp:
                 wait_until(lambda last=last, before=before: self.output().count(last) > before, 30, 0.2, str(number))
             except AssertionError as exc:
                 return f"{self.output()}\n({exc})"
-        # faulthandler writes one block per thread, its own ("Current thread") last
         return self.output()
 
     def wait_ready(self, timeout: float = 60.0, path: str = "/liveness") -> ServedApp:

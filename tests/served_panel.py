@@ -3,9 +3,8 @@ writing to its standard error what each Bokeh session of the process is waiting 
 
 For the message of a test that waited in vain for the server (``ServedApp.stacks``): a session's document lock and
 hold, its held events and pending callbacks, its websockets' write locks (Panel's), the event loop's tasks, and what
-the Refresh views hold.  The server
-itself writes every thread's stack on ``kill -USR1`` (rtdash.server.dump_stacks_on_sigusr1); a lost callback or a
-lock that is never released shows in neither stack.
+the Refresh views hold.  The server itself writes every thread's stack on ``kill -USR1``
+(rtdash.server.dump_stacks_on_sigusr1); a lost callback or a lock that is never released shows in no stack.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rtdash.config import Settings
-from tests.helpers import ServedApp, fake_env
+from tests.helpers import ServedApp, close_quietly, fake_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -124,19 +124,75 @@ def _chromium():
         browser.close()
 
 
+class _SharedChromium:
+    """One headless Chromium for the browser tests that run one after the other in this process: starting
+    Playwright's driver and Chromium, and stopping them, took about 3 s of a busy 2-core machine per test.
+
+    Each test still has contexts of its own (``page``: a fresh context, cookies and cache included).  Playwright's
+    sync API keeps an asyncio loop marked as running in the main thread while it is open, which would break a test
+    that runs a loop of its own: ``_chromium_only_for_browser_tests`` closes the browser before any test that does
+    not ask for it, unless a module-scoped fixture holds it (``module_browser``)."""
+
+    def __init__(self) -> None:
+        self._open: contextlib.AbstractContextManager | None = None
+        self.browser = None
+        self.holders = 0
+
+    def get(self):
+        if self.browser is not None and not self.browser.is_connected():  # crashed in an earlier test
+            self.close()
+        if self.browser is None:
+            self._open = _chromium()
+            self.browser = self._open.__enter__()
+        return self.browser
+
+    def close(self) -> None:
+        opened, self._open, self.browser = self._open, None, None
+        if opened is not None:
+            with contextlib.suppress(Exception):  # already gone (a crash, Ctrl+C reaching the driver)
+                opened.__exit__(None, None, None)
+
+
+_shared_chromium = _SharedChromium()
+_BROWSER_FIXTURES = {"browser", "module_browser"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _chromium_closed_at_the_end():
+    yield
+    _shared_chromium.close()
+
+
+@pytest.fixture(autouse=True)
+def _chromium_only_for_browser_tests(request):
+    """Autouse fixtures are set up before the others of their scope: the shared Chromium is closed before a test
+    without a browser starts (see ``_SharedChromium``)."""
+    if not _BROWSER_FIXTURES & set(request.fixturenames) and not _shared_chromium.holders:
+        _shared_chromium.close()
+    yield
+
+
 @pytest.fixture
 def browser():
-    """A real headless Debian Chromium, per test: Playwright's sync API keeps an asyncio loop marked as running in
-    the main thread while it is open, which would break later tests that run a loop of their own."""
-    with _chromium() as browser:
-        yield browser
+    """A real headless Debian Chromium, shared with the browser tests before and after this one in this process
+    (``_SharedChromium``); the contexts the test opened are closed after it."""
+    browser = _shared_chromium.get()
+    before = list(browser.contexts)  # a module_browser's, kept
+    yield browser
+    for context in browser.contexts:
+        if context not in before:
+            close_quietly(context)
 
 
 @pytest.fixture(scope="module")
 def module_browser():
-    """One Chromium for a module whose served apps are module-scoped too (the fault suite)."""
-    with _chromium() as browser:
-        yield browser
+    """The shared Chromium, held for a module whose served apps are module-scoped too (the fault suite)."""
+    browser = _shared_chromium.get()
+    _shared_chromium.holders += 1
+    yield browser
+    _shared_chromium.holders -= 1
+    for context in browser.contexts:
+        close_quietly(context)
 
 
 @pytest.fixture

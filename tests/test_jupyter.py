@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests import jupyter as J
-from tests.helpers import fake_env, wait_until
+from tests.helpers import close_quietly, fake_env, wait_until
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
@@ -34,10 +34,20 @@ def lab(lab_server):
     lab_server.reset()
 
 
-@pytest.fixture
-def offline_browser():
+@pytest.fixture(scope="module")
+def module_offline_browser():
+    """One offline Chromium for the module: starting and stopping one took about 4 s of a test's time."""
     with J.chromium(offline=True) as browser:
         yield browser
+
+
+@pytest.fixture
+def offline_browser(module_offline_browser):
+    """The module's offline Chromium; the pages a test opened (each in a context of its own) are closed after it,
+    before ``lab`` shuts their kernels down."""
+    yield module_offline_browser
+    for context in module_offline_browser.contexts:
+        close_quietly(context)
 
 
 def run_all(page, server, ui: str = "lab") -> list[dict]:

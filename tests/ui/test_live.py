@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.fakeapi import closed_port_url
-from tests.helpers import ROOT, ServedApp, wait_until
+from tests.fakeapi import FakeAPI, closed_port_url
+from tests.helpers import ROOT, ServedApp, fake_env, wait_until
 from tests.test_sessions import document, open_page
 
 pytestmark = pytest.mark.ui
@@ -106,6 +106,20 @@ FIND_JS = """(selector) => {
 }"""
 
 
+@pytest.fixture(scope="module")
+def live_api():
+    with FakeAPI() as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def live_app(live_api, tmp_path_factory):
+    """One dashboard on ``FAST`` for the module's tests that watch it without a setting or fault of their own at its
+    start (the others start their own): a ``panel serve`` costs about 5 s of CPU before its first page."""
+    with ServedApp(env=fake_env(live_api.url, **FAST), cwd=tmp_path_factory.mktemp("live")) as app:
+        yield app
+
+
 def open_dashboard(page: Page, app: ServedApp) -> None:
     """Open the Live tab and wait for all four charts: the weather charts join once the page is drawn, and the
     layout moves then."""
@@ -134,8 +148,8 @@ def badge(page: Page, kind: str):
     return page.locator(f'.badge[data-kind="{kind}"]')
 
 
-def test_page_renders_tabs_and_no_errors(serve, page):
-    app = serve(env=FAST)
+def test_page_renders_tabs_and_no_errors(live_app, page):
+    app = live_app
     open_dashboard(page, app)
     for name in ("Live", "Refresh", "History"):
         expect(page.locator(".bk-tab", has_text=name)).to_be_visible()
@@ -156,7 +170,7 @@ def streamed_rows(event: dict) -> int:
     return column["shape"][0] if isinstance(column, dict) else len(column)
 
 
-def test_charts_stream_only_new_points(serve, page):
+def test_charts_stream_only_new_points(live_app, page):
     """Price and weather charts gain points, and once the page is in step each update carries only the new rows
     (Bokeh ``ColumnsStreamed``), never the whole chart again."""
     events: list[dict] = []
@@ -166,7 +180,7 @@ def test_charts_stream_only_new_points(serve, page):
             events.extend(e for e in json.loads(payload).get("events", []) if e.get("attr") == "data")
 
     page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
-    app = serve(env=FAST)
+    app = live_app
     open_dashboard(page, app)
     wait_until(lambda: len(rows(page, "price")) == 1 and len(rows(page, "temperature")) == 3, 30, message="charts")
     columns = ("price", "temperature", "humidity", "wind_speed")
@@ -192,11 +206,11 @@ def test_charts_stream_only_new_points(serve, page):
     assert page.console_errors == []
 
 
-def test_a_page_slower_than_its_unused_session_is_styled_from_the_server(serve, page):
+def test_a_page_slower_than_its_unused_session_is_styled_from_the_server(live_app, page):
     """A page whose websocket comes after its unused session was discarded (its script held 3 s here; the tests'
     servers discard a session unused for 1 s) gets a session made by the websocket: styled like any other, with
     the server's own stylesheets, not cdn.holoviz.org's."""
-    app = serve(env=FAST)
+    app = live_app
     failed = []
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.route("**/bokeh.min.js*", lambda route: (time.sleep(3), route.continue_()))
@@ -205,8 +219,8 @@ def test_a_page_slower_than_its_unused_session_is_styled_from_the_server(serve, 
     assert failed == [] and page.console_errors == []
 
 
-def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(serve, page):
-    app = serve(env=FAST)
+def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(live_app, page):
+    app = live_app
     open_dashboard(page, app)
     wait_until(lambda: (f := figure(page, "price")) and f["rows"] >= 3, 30, message="a few prices")
     chart = figure(page, "price")
@@ -295,10 +309,10 @@ def test_a_long_badge_line_wraps_inside_its_pill_on_a_narrow_page(serve, page):
         assert max(found["lines"]) <= found["pill"], f"{kind} badge's lines run past the pill: {found}"
 
 
-def test_the_pause_button_stays_inside_a_narrow_page(serve, page):
+def test_the_pause_button_stays_inside_a_narrow_page(live_app, page):
     """At a notebook output's width the price card and the Pause button did not fit side by side, and the button
     was cut to an empty grey square at the edge: it wraps under the card instead."""
-    app = serve(env=FAST)
+    app = live_app
     page.set_viewport_size({"width": 420, "height": 900})
     open_dashboard(page, app)
     button = page.get_by_role("button", name="Pause")
@@ -332,8 +346,8 @@ def test_bad_setting_shows_one_line_on_the_page(serve, page, slow):
     assert failed == [] and page.console_errors == []
 
 
-def test_no_banner_while_live(serve, page):
-    app = serve(env=FAST)
+def test_no_banner_while_live(live_app, page):
+    app = live_app
     open_dashboard(page, app)
     expect(badge(page, "price")).to_have_attribute("data-state", "ok", timeout=30_000)
     expect(badge(page, "weather")).to_have_attribute("data-state", "ok", timeout=30_000)
@@ -395,16 +409,16 @@ def test_a_gap_in_the_data_breaks_the_line(serve, fake_api, page):
     expect(badge(page, "price")).to_have_attribute("data-state", "ok")
 
 
-def test_pause_holds_points_and_resume_catches_up(serve, fake_api, page):
-    app = serve(env=FAST)
+def test_pause_holds_points_and_resume_catches_up(live_app, live_api, page):
+    app = live_app
     open_dashboard(page, app)
     wait_until(lambda: rows(page, "price") and rows(page, "price")[0] >= 2, 30, message="prices")
     page.get_by_role("button", name="Pause").click()
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
     held = rows(page, "price")[0]
     price = page.locator(".card .price").inner_text()
-    fetches = fake_api.count("coinbase")
-    wait_until(lambda: fake_api.count("coinbase") >= fetches + 3, 10, message="three more fetches")
+    fetches = live_api.count("coinbase")
+    wait_until(lambda: live_api.count("coinbase") >= fetches + 3, 10, message="three more fetches")
     expect(page.get_by_text("Paused: new points are held")).to_be_visible()
     assert rows(page, "price")[0] == held
     assert page.locator(".card .price").inner_text() == price
@@ -427,11 +441,11 @@ def test_screenshot_for_the_readme(serve, page, tmp_path):
     assert page.console_errors == []
 
 
-def test_the_price_chart_comes_first_and_the_weather_charts_join_once_the_page_is_drawn(serve, page):
+def test_the_price_chart_comes_first_and_the_weather_charts_join_once_the_page_is_drawn(live_app, page):
     """The document a page's websocket first brings holds the price chart and not the weather charts (less to build
     and draw before the first chart shows: issue 16); once the page says it is drawn, they join it, with the rows
     that came meanwhile, and stream."""
-    app = serve(env=FAST)
+    app = live_app
     first = document(app, open_page(app))  # a websocket that never says the page is drawn
     assert first is not None and "price-chart" in first, "the first document lacks the price chart"
     assert "weather-chart" not in first, "the weather charts came in the first document"
@@ -444,11 +458,11 @@ def test_the_price_chart_comes_first_and_the_weather_charts_join_once_the_page_i
     assert page.console_errors == []
 
 
-def test_a_link_to_the_refresh_tab_offline_shows_its_table_and_then_the_live_charts(serve, page):
+def test_a_link_to_the_refresh_tab_offline_shows_its_table_and_then_the_live_charts(live_app, page):
     """A page opened on the Refresh tab, whose map tiles cannot load (no internet here), never says it is drawn
     if the map is in it from the start: its table still fills, and the Live tab, shown next, has every chart and
     streams (it was blank)."""
-    app = serve(env=FAST)  # the default map tiles, from a public host this machine cannot reach
+    app = live_app  # the default map tiles, from a public host this machine cannot reach
     page.goto(f"{app.url}/realtime_dashboard?tab=refresh")
     cities = page.locator('.tabulator-cell[tabulator-field="city"]').filter(visible=True)
     wait_until(lambda: cities.count() == 3, 60, message="the Refresh table's three cities")

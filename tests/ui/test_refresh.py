@@ -18,7 +18,8 @@ import pytest
 import requests
 from playwright.sync_api import Page, Route
 
-from tests.helpers import ServedApp, wait_until
+from tests.fakeapi import FakeAPI
+from tests.helpers import ServedApp, fake_env, wait_until
 
 pytestmark = pytest.mark.ui
 
@@ -89,6 +90,38 @@ POINT_JS = """(name) => {
   const box = view.canvas_view.el.getBoundingClientRect();
   return [box.left + view.frame.x_scale.compute(data.x[i]), box.top + view.frame.y_scale.compute(data.y[i])];
 }"""
+
+
+@pytest.fixture(scope="module")
+def module_api():
+    with FakeAPI() as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def module_apps(module_api, tmp_path_factory):
+    """``get(env)``: one dashboard per set of settings for the module's tests that need no fault at its start
+    (a ``panel serve`` costs about 5 s of CPU before its first page); they are stopped at the module's end."""
+    apps: dict[tuple, ServedApp] = {}
+
+    def get(env: dict[str, str]) -> ServedApp:
+        key = tuple(sorted(env.items()))
+        if key not in apps:
+            apps[key] = ServedApp(env=fake_env(module_api.url, **env), cwd=tmp_path_factory.mktemp("refresh"))
+            apps[key].wait_ready()
+        return apps[key]
+
+    yield get
+    for app in apps.values():
+        app.stop()
+
+
+@pytest.fixture
+def shared(module_apps, module_api):
+    """``(get, api)``: a module dashboard for the given settings and the module's fake API, whose faults are cleared
+    after the test."""
+    yield module_apps, module_api
+    module_api.clear_fault()
 
 
 @pytest.fixture
@@ -168,9 +201,10 @@ def explained_wait(page: Page, app: ServedApp, condition: Callable[[], object], 
         ) from None
 
 
-def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, browser_page, fake_api) -> None:
+def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(shared, browser_page) -> None:
     page = browser_page
-    app = serve(env=QUIET)
+    serve, fake_api = shared
+    app = serve(QUIET)
     open_refresh_tab(page, app)
     before = set(column(page, "fetched"))
     # Rows are timed to the second: wait for a new second so that refreshed rows can be told apart.
@@ -188,9 +222,10 @@ def test_refresh_makes_exactly_one_weather_request_and_updates_the_table(serve, 
     assert page.console_errors == [] and page.external == []
 
 
-def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_page, fake_api) -> None:
+def test_the_metric_selector_recolours_the_map_without_a_request(shared, browser_page) -> None:
     page = browser_page
-    app = serve(env=QUIET)
+    serve, fake_api = shared
+    app = serve(QUIET)
     open_refresh_tab(page, app)
     temperature = drawn(page)
     asked = fake_api.count("open-meteo")
@@ -208,9 +243,10 @@ def test_the_metric_selector_recolours_the_map_without_a_request(serve, browser_
     assert page.console_errors == []
 
 
-def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serve, browser_page) -> None:
+def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(shared, browser_page) -> None:
     page = browser_page
-    app = serve(env=QUIET)
+    serve, _ = shared
+    app = serve(QUIET)
     open_refresh_tab(page, app)
     for metric in ("Wind speed", "Humidity", "Temperature"):
         page.get_by_role("button", name=metric).click()
@@ -226,12 +262,13 @@ def test_without_tiles_the_points_show_on_plain_axes_with_no_console_errors(serv
 
 
 @pytest.mark.parametrize("tiles", ["local", "refuse"])
-def test_with_tiles_the_points_show_whether_or_not_tiles_load(serve, browser_page, tiles: str) -> None:
+def test_with_tiles_the_points_show_whether_or_not_tiles_load(shared, browser_page, tiles: str) -> None:
     """Tiles come from the internet: answered locally, nothing goes wrong; refused (offline), the points still
     show and the only console lines are Chromium's own for the failed tile requests."""
     page = browser_page
     page.tiles = tiles
-    app = serve(env={**QUIET, "RTDASH_TILES": "OSM"})
+    serve, _ = shared
+    app = serve({**QUIET, "RTDASH_TILES": "OSM"})
     open_refresh_tab(page, app)
     explained_wait(page, app, lambda: page.external, "the browser to ask for tiles")
 

@@ -46,15 +46,16 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-# Two xdist workers, a module to a worker (its module-scoped servers are started once), the longest modules first
-# (tests/conftest.py): most tests wait on a server, a browser or a poll interval, so two share a 2-core machine well.
+# Two xdist workers, a module to a worker (its module-scoped servers are started once), in the order of
+# tests/conftest.py (the longest modules first; xdist would otherwise start with the modules that have most tests).
 PYTEST_WORKERS ?= 2
+XDIST = -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 pytest:
-	$(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(PYTHON) -m pytest $(XDIST)
 
 # The inner loop: no browser, no PostgreSQL, nothing marked slow (no system packages needed).
 test-fast: install
-	$(PYTHON) -m pytest -m "not ui and not postgres and not slow" -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(PYTHON) -m pytest -m "not ui and not postgres and not slow" -q $(XDIST)
 
 run: $(VENV)
 	$(PYTHON) -m pip install -q -e . && $(PYTHON) -m panel serve realtime_dashboard.py --show

@@ -207,21 +207,27 @@ def page(browser):
     context.close()
 
 
-# The modules that take longest (README, "Development"), run first: with ``-n 2 --dist loadfile`` (``make test``) each
-# xdist worker starts on a long one and the short ones fill in after, instead of one long module running alone last.
+# The modules that take longest (README, "Development"), run first: with ``-n 2 --dist loadfile
+# --no-loadscope-reorder`` (``make test``) each xdist worker starts on a long one, the other modules with a browser,
+# server or slow test come next and the short ones fill in at the end, instead of one long module running alone last.
+# (Without ``--no-loadscope-reorder``, xdist runs the modules with the most tests first: the quick unit modules, with
+# their poll-interval waits side by side, for the run's first two minutes, and the Jupyter tests five minutes in.)
 FIRST = ("test_jupyter.py", "ui/test_live.py", "test_faults.py", "ui/test_refresh.py", "test_load_short.py")
+HEAVY = ("ui", "slow", "postgres")  # markers of the tests that take seconds rather than milliseconds
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """The longest modules first (``FIRST``); every test that needs the PostgreSQL server (directly, through
-    ``pg_url`` or a ``postgresql`` store) is marked ``postgres``, so that ``-m "not postgres"`` (``make test-fast``)
-    leaves them all out."""
-    rank = {name: k for k, name in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(FIRST)))
+    """Every test that needs the PostgreSQL server (directly, through ``pg_url`` or a ``postgresql`` store) is marked
+    ``postgres``, so that ``-m "not postgres"`` (``make test-fast``) leaves them all out; then the modules are put in
+    the order to run them: ``FIRST``, then the modules with a test marked ``HEAVY``, then the others."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "postgres_server" in getattr(item, "fixturenames", ()) or "postgresql" in params.values():
             item.add_marker(pytest.mark.postgres)
+    module = {item: item.nodeid.split("::")[0].removeprefix("tests/") for item in items}
+    heavy = {module[item] for item in items if any(item.get_closest_marker(name) for name in HEAVY)}
+    rank = {name: k for k, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(module[item], len(FIRST) + (module[item] not in heavy)))
 
 
 def pytest_configure(config) -> None:

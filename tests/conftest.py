@@ -83,6 +83,34 @@ def fake_api():
         yield api
 
 
+@pytest.fixture(scope="module")
+def module_api():
+    """A fake API for a module's servers that are module-scoped too."""
+    from tests.fakeapi import FakeAPI
+
+    with FakeAPI() as api:
+        yield api
+
+
+@pytest.fixture(scope="module")
+def module_apps(module_api, tmp_path_factory):
+    """``get(env)``: one ``panel serve realtime_dashboard.py`` per set of settings, against ``module_api``, shared by
+    the module's tests that need no fault at its start (a ``panel serve`` costs about 5 s of CPU before its first
+    page); they are stopped at the module's end."""
+    apps: dict[tuple, ServedApp] = {}
+
+    def get(env: dict[str, str]) -> ServedApp:
+        key = tuple(sorted(env.items()))
+        if key not in apps:
+            apps[key] = ServedApp(env=fake_env(module_api.url, **env), cwd=tmp_path_factory.mktemp("served"))
+            apps[key].wait_ready()
+        return apps[key]
+
+    yield get
+    for app in apps.values():
+        app.stop()
+
+
 @pytest.fixture
 def make_settings(fake_api):
     """``make_settings(RTDASH_X="...", ...)``: Settings pointing at the fake API, from environment-style strings."""

@@ -208,12 +208,6 @@ def serve_pair(api: FakeAPI, browser, price: str, weather: str, extra_env: dict[
 
 
 @pytest.fixture(scope="module")
-def module_api() -> Iterator[FakeAPI]:
-    with FakeAPI() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
 def keyless(module_api, module_browser) -> Iterator[Served]:
     yield from serve_pair(module_api, module_browser, "coinbase", "open-meteo", {})
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.fakeapi import FakeAPI, closed_port_url
-from tests.helpers import ROOT, ServedApp, fake_env, wait_until
+from tests.fakeapi import closed_port_url
+from tests.helpers import ROOT, ServedApp, wait_until
 from tests.test_sessions import document, open_page
 
 pytestmark = pytest.mark.ui
@@ -106,18 +106,11 @@ FIND_JS = """(selector) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def live_api():
-    with FakeAPI() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def live_app(live_api, tmp_path_factory):
-    """One dashboard on ``FAST`` for the module's tests that watch it without a setting or fault of their own at its
-    start (the others start their own): a ``panel serve`` costs about 5 s of CPU before its first page."""
-    with ServedApp(env=fake_env(live_api.url, **FAST), cwd=tmp_path_factory.mktemp("live")) as app:
-        yield app
+@pytest.fixture
+def live_app(module_apps) -> ServedApp:
+    """The module's dashboard on ``FAST``, for the tests that watch it without a setting or fault of their own at
+    its start (the others start their own)."""
+    return module_apps(FAST)
 
 
 def open_dashboard(page: Page, app: ServedApp) -> None:
@@ -409,7 +402,7 @@ def test_a_gap_in_the_data_breaks_the_line(serve, fake_api, page):
     expect(badge(page, "price")).to_have_attribute("data-state", "ok")
 
 
-def test_pause_holds_points_and_resume_catches_up(live_app, live_api, page):
+def test_pause_holds_points_and_resume_catches_up(live_app, module_api, page):
     app = live_app
     open_dashboard(page, app)
     wait_until(lambda: rows(page, "price") and rows(page, "price")[0] >= 2, 30, message="prices")
@@ -417,8 +410,8 @@ def test_pause_holds_points_and_resume_catches_up(live_app, live_api, page):
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
     held = rows(page, "price")[0]
     price = page.locator(".card .price").inner_text()
-    fetches = live_api.count("coinbase")
-    wait_until(lambda: live_api.count("coinbase") >= fetches + 3, 10, message="three more fetches")
+    fetches = module_api.count("coinbase")
+    wait_until(lambda: module_api.count("coinbase") >= fetches + 3, 10, message="three more fetches")
     expect(page.get_by_text("Paused: new points are held")).to_be_visible()
     assert rows(page, "price")[0] == held
     assert page.locator(".card .price").inner_text() == price

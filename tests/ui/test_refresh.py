@@ -18,8 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, Route
 
-from tests.fakeapi import FakeAPI
-from tests.helpers import ServedApp, fake_env, wait_until
+from tests.helpers import ServedApp, wait_until
 
 pytestmark = pytest.mark.ui
 
@@ -90,30 +89,6 @@ POINT_JS = """(name) => {
   const box = view.canvas_view.el.getBoundingClientRect();
   return [box.left + view.frame.x_scale.compute(data.x[i]), box.top + view.frame.y_scale.compute(data.y[i])];
 }"""
-
-
-@pytest.fixture(scope="module")
-def module_api():
-    with FakeAPI() as api:
-        yield api
-
-
-@pytest.fixture(scope="module")
-def module_apps(module_api, tmp_path_factory):
-    """``get(env)``: one dashboard per set of settings for the module's tests that need no fault at its start
-    (a ``panel serve`` costs about 5 s of CPU before its first page); they are stopped at the module's end."""
-    apps: dict[tuple, ServedApp] = {}
-
-    def get(env: dict[str, str]) -> ServedApp:
-        key = tuple(sorted(env.items()))
-        if key not in apps:
-            apps[key] = ServedApp(env=fake_env(module_api.url, **env), cwd=tmp_path_factory.mktemp("refresh"))
-            apps[key].wait_ready()
-        return apps[key]
-
-    yield get
-    for app in apps.values():
-        app.stop()
 
 
 @pytest.fixture

@@ -216,17 +216,27 @@ def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(live_app, page)
     app = live_app
     open_dashboard(page, app)
     wait_until(lambda: (f := figure(page, "price")) and f["rows"] >= 3, 30, message="a few prices")
-    chart = figure(page, "price")
+    boxes = []  # the plot area, read after read: the drag must land where the chart is once the layout is final
+
+    def placed():
+        f = figure(page, "price")
+        boxes.append([f["x"], f["y"], f["width"], f["height"]])
+        return len(boxes) >= 2 and boxes[-1] == boxes[-2] and f
+
+    chart = wait_until(placed, 30, interval=0.3, message="the price chart to keep its place")
     page.mouse.move(chart["x"] + chart["width"] / 2, chart["y"] + chart["height"] / 2)
     page.mouse.down()
     page.mouse.move(chart["x"] + chart["width"] * 0.8, chart["y"] + chart["height"] / 2, steps=8)
     page.mouse.up()
     seen = []  # the range, read after read: on a busy machine the page may still be applying the drag's last moves
+    span = chart["end"] - chart["start"]
 
     def panned_and_settled():
+        # A drag over 30 % of the width moves the view that much into the past (following the data alone moves its
+        # start by the padding only).
         f = figure(page, "price")
         seen.append((f["start"], f["end"]))
-        return f["start"] < chart["start"] and len(seen) >= 2 and seen[-1] == seen[-2] and f
+        return chart["start"] - f["start"] > 0.2 * span and len(seen) >= 2 and seen[-1] == seen[-2] and f
 
     zoomed = wait_until(panned_and_settled, 10, interval=0.3, message="the pan to settle")
     kept = wait_until(lambda: (f := figure(page, "price"))["rows"] >= zoomed["rows"] + 3 and f, 30, message="updates")

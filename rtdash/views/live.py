@@ -8,8 +8,8 @@ browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan, while
 plot's reset tool is used.
 
 The providers' own history (rtdash.stream.history: one-minute candles, 15-minute weather) is drawn apart from the
-live points: a dashed line of the same colour per series, and a dotted rule where that history ends and live
-polling begins.
+live points: a dashed line of the same colour per series (one ``MultiLine`` for all the series of a chart), and a
+dotted rule where that history ends and live polling begins.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from bokeh.models import (
     DataRange1d,
     DatetimeTickFormatter,
     GlyphRenderer,
+    Line,
     NumeralTickFormatter,
     Scatter,
     Span,
@@ -225,9 +226,8 @@ class FigureTemplate:
             name: next(r for r in plot.state.renderers if r.data_source is source and isinstance(r.glyph, Scatter))
             for name, source in sources.items()
         }
-        pasts = {r.tags[1]: r.data_source for r in plot.state.renderers if r.tags[:1] == ["past"]}
-        for source in pasts.values():
-            source.data = {"time": [], value: []}
+        past = next(r for r in plot.state.renderers if r.tags == ["past"])
+        colours = {r.name: r.glyph.line_color for r in plot.state.renderers if isinstance(r.glyph, Line)}
         boundary = next(a for a in plot.state.center if isinstance(a, Span) and a.tags == ["boundary"])
         doc = Document()
         doc.add_root(plot.state)
@@ -236,7 +236,8 @@ class FigureTemplate:
         self._figure = plot.state.id
         self._sources = {name: source.id for name, source in sources.items()}
         self._markers = {name: marker.id for name, marker in markers.items()}
-        self._pasts = {name: source.id for name, source in pasts.items()}
+        self._past = past.data_source.id
+        self.colours = {name: colours[name] for name in sources}  # each series' line colour
         self._boundary = boundary.id
 
         self.spares = spares
@@ -244,9 +245,9 @@ class FigureTemplate:
         self._spares_lock = threading.Lock()
         self._refilling = False
 
-    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
-        """A new figure, and its lines' data sources and marker renderers, its provider-history lines' data sources
-        (by series), and the rule between provider history and live points.
+    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], ColumnDataSource, Span]:
+        """A new figure, and its lines' data sources and marker renderers (by series), the data source of its
+        provider-history lines (one ``MultiLine``), and the rule between provider history and live points.
 
         A spare copy made ahead is handed out when there is one, and the spares are made again ``SPARE_DELAY``
         seconds later on the running event loop, one per loop turn, so that the loop serves what waits in between.
@@ -283,15 +284,15 @@ class FigureTemplate:
         if self._refilling:
             loop.add_callback(self._add_spare, loop)
 
-    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], dict[str, ColumnDataSource], Span]:
+    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], ColumnDataSource, Span]:
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
         markers = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._markers.items()}
-        pasts = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._pasts.items()}
+        past = doc.get_model_by_id(ids[self._past])
         boundary = doc.get_model_by_id(ids[self._boundary])
         doc.remove_root(figure)
-        return figure, sources, markers, pasts, boundary
+        return figure, sources, markers, past, boundary
 
 
 def _series(key) -> str:
@@ -358,10 +359,12 @@ class StreamingChart:
         self.length = length
         self.last: dict[str, float] = {}  # per series, the time of its last point (ms)
         self._past: dict[str, pd.Series] = {}  # per series, the provider's history points held (value by time in ms)
+        self._past_lines: dict[str, Series] = {}  # per series, those points as drawn (with the breaks at gaps)
         self._live_seen = False  # whether the rule was placed with live points in the chart
 
         built = figure_template(kind, names, value, chart, template)
-        self.figure, self.sources, self.markers, self.pasts, self.boundary = built.copy()
+        self.figure, self.sources, self.markers, self.past, self.boundary = built.copy()
+        self._colours = built.colours
         self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
         history, past = split_past(history)
         split = split_rows(history, self.key, value, self.gap_ms)
@@ -430,7 +433,7 @@ class StreamingChart:
         if df.empty:
             return
         for name, rows in df.groupby(self.key, sort=False):
-            if name not in self.pasts:
+            if name not in self.sources:
                 continue
             times = _epoch_ms(rows["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]"))
             new = pd.Series(rows[self.value].to_numpy(float), index=times)
@@ -452,9 +455,17 @@ class StreamingChart:
             if not len(points) or (not force and points.index[0] >= start):
                 continue
             points = self._past[name] = points[points.index >= start]
-            times, values = with_gaps(points.index.to_numpy(float), points.to_numpy(float), self.past_gap_ms)
-            self.pasts[name].data = {"time": np.asarray(times, float), self.value: np.asarray(values, float)}
+            self._past_lines[name] = with_gaps(points.index.to_numpy(float), points.to_numpy(float), self.past_gap_ms)
             changed = True
+        if changed:
+            names = [name for name in self.sources if self._past_lines.get(name, Series([], [])).times]
+            lines = [self._past_lines[name] for name in names]
+            self.past.data = {
+                "xs": [np.asarray(line.times, float) for line in lines],
+                "ys": [np.asarray(line.values, float) for line in lines],
+                "name": names,
+                "colour": [self._colours[name] for name in names],
+            }
         live = bool(self.last)
         if changed or live != self._live_seen:
             self._live_seen = live
@@ -543,18 +554,20 @@ def setup_figure(plot, element) -> None:
         figure.scatter(
             x=glyph.x, y=glyph.y, source=renderer.data_source, size=7, color=glyph.line_color, name=renderer.name
         )
-        # The provider's history of the series: the same colour, dashed and lighter (StreamingChart fills it).
-        past = figure.line(
-            x=glyph.x,
-            y=glyph.y,
-            source=ColumnDataSource(),
-            line_color=glyph.line_color,
-            line_width=2,
-            line_dash="dashed",
-            line_alpha=0.6,
-            name=f"{renderer.name} (provider history)",
-        )
-        past.tags = ["past", renderer.name]  # set on the renderer (figure.line would give them to the glyph)
+    # The provider's history of every series: one line each in its series' colour, dashed and lighter, all drawn by
+    # one renderer (StreamingChart fills it): a renderer, glyph and data source per series made up a third of the
+    # chart's models, which every session copies and every page builds.
+    past = figure.multi_line(
+        xs="xs",
+        ys="ys",
+        source=ColumnDataSource({"xs": [], "ys": [], "name": [], "colour": []}),
+        line_color="colour",
+        line_width=2,
+        line_dash="dashed",
+        line_alpha=0.6,
+        name="provider history",
+    )
+    past.tags = ["past"]  # set on the renderer (figure.multi_line would give them to the glyph)
     figure.add_layout(
         Span(dimension="height", line_color="#6b7280", line_dash="dotted", line_width=1.5, tags=["boundary"])
     )

@@ -12,8 +12,9 @@ from tests.ui.test_live import open_dashboard, page_text
 
 pytestmark = pytest.mark.ui
 
-# Finite points per line of the figures that draw ``column``, by line name ("London", "London (provider history)"),
-# and where each figure's rule between provider history and live points stands.
+# Finite points per line of the figures that draw ``column``, by line name ("London"; "London (provider history)":
+# the city's line among the provider-history lines' MultiLine), and where each figure's rule between provider
+# history and live points stands.
 LINES_JS = """(column) => {
   const lines = {}, rules = [];
   for (const f of window.Bokeh.documents[0]._all_models.values()) {
@@ -21,9 +22,14 @@ LINES_JS = """(column) => {
     let draws = false;
     for (const r of f.renderers) {
       const data = r.data_source ? r.data_source.data : {};
-      if (data[column] === undefined) continue;
-      draws = true;
-      lines[r.name] = Array.from(data[column]).filter(Number.isFinite).length;
+      if (data[column] !== undefined) {
+        draws = true;
+        lines[r.name] = Array.from(data[column]).filter(Number.isFinite).length;
+      } else if (r.glyph && r.glyph.type === 'MultiLine' && r.tags.includes('past')) {
+        data.name.forEach((name, i) => {
+          lines[`${name} (provider history)`] = Array.from(data.ys[i]).filter(Number.isFinite).length;
+        });
+      }
     }
     if (draws) rules.push(...f.center.filter((a) => a.type === 'Span').map((a) => a.location));
   }
@@ -74,14 +80,15 @@ HISTORY_TIMES_JS = """() => {
   }
   return out;
 }"""
-# The times of the finite points of one line, by name.
-LINE_TIMES_JS = """(name) => {
+# The times of the finite points of one series' provider-history line (one line of the price chart's MultiLine).
+PAST_TIMES_JS = """(name) => {
   for (const f of window.Bokeh.documents[0]._all_models.values()) {
-    if (f.type !== 'Figure') continue;
-    const r = f.renderers.find((r) => r.name === name && r.data_source && r.data_source.data.price !== undefined);
-    if (r === undefined) continue;
-    const d = r.data_source.data;
-    return Array.from(d.time).filter((t, i) => Number.isFinite(d.price[i]));
+    const prices = f.type === 'Figure' && f.renderers.some((r) => r.data_source && r.data_source.data.price);
+    if (!prices) continue;
+    const r = f.renderers.find((r) => r.glyph && r.glyph.type === 'MultiLine' && r.tags.includes('past'));
+    const d = r.data_source.data, i = d.name.indexOf(name);
+    if (i < 0) return [];
+    return Array.from(d.xs[i]).filter((t, j) => Number.isFinite(d.ys[i][j]));
   }
   return [];
 }"""
@@ -116,7 +123,7 @@ def test_a_server_stopped_for_40_minutes_has_the_hole_filled_in_store_history_an
     hole = (stopped.value / 1e6, pd.Timestamp.now(tz="UTC").value / 1e6)
 
     def dashed_in_hole():
-        times = page.evaluate(LINE_TIMES_JS, "BTC (provider history)")
+        times = page.evaluate(PAST_TIMES_JS, "BTC")
         return len([t for t in times if hole[0] < t <= hole[1]]) >= 38
 
     wait_until(dashed_in_hole, 60, 0.3, "the live chart to draw the hole from the provider's candles")

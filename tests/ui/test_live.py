@@ -24,25 +24,19 @@ FAST = {"RTDASH_PRICE_INTERVAL": "500ms", "RTDASH_WEATHER_INTERVAL": "1s", "RTDA
 HOSTILE = "<img src=x onerror=alert(1)>"
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 
-# The ids of the data sources of the provider-history lines (dashed, drawn apart from the live points).
-PAST_JS = """const past = new Set();
-  for (const m of window.Bokeh.documents[0]._all_models.values()) {
-    if (m.type === 'GlyphRenderer' && (m.name || '').endsWith('(provider history)')) past.add(m.data_source.id);
-  }"""
-# Every ColumnDataSource of a live line (a time column, not a provider-history line): its id, columns, number of rows
-# and last time.
+# Every ColumnDataSource of a live line (a time column: the provider-history lines' one has xs and ys): its id,
+# columns, number of rows and last time.
 SOURCES_JS = """() => {
   const out = [];
-  PAST
   for (const m of window.Bokeh.documents[0]._all_models.values()) {
-    if (m.type === 'ColumnDataSource' && m.data.time !== undefined && !past.has(m.id)) {
+    if (m.type === 'ColumnDataSource' && m.data.time !== undefined) {
       const t = m.data.time;
       const last = t.length ? t[t.length - 1] : null;
       out.push({id: m.id, columns: Object.keys(m.data).sort(), rows: t.length, last: last});
     }
   }
   return out;
-}""".replace("PAST", PAST_JS)
+}"""
 # The figure that draws a column: its ranges, rows and the page position of its plot area.
 FIGURE_JS = """(column) => {
   for (const f of window.Bokeh.documents[0]._all_models.values()) {
@@ -76,15 +70,14 @@ POINT_JS = """([column, city]) => {
   }
   return null;
 }"""
-# How many NaN values (line breaks) a column holds.
+# How many NaN values (line breaks) a live line's column holds.
 GAPS_JS = """(column) => {
-  PAST
   for (const m of window.Bokeh.documents[0]._all_models.values()) {
-    const values = m.type === 'ColumnDataSource' && !past.has(m.id) ? m.data[column] : undefined;
+    const values = m.type === 'ColumnDataSource' ? m.data[column] : undefined;
     if (values !== undefined) return Array.from(values).filter(Number.isNaN).length;
   }
   return null;
-}""".replace("PAST", PAST_JS)
+}"""
 # All text of the page, shadow roots included; and whether any element matches a selector anywhere.
 TEXT_JS = """() => {
   const parts = [];

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent as ColumnsStreamed
-from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.models import ColumnDataSource, HoverTool, MultiLine
 from bokeh.settings import settings as bokeh_settings
 from tornado.ioloop import IOLoop
 
@@ -113,8 +113,8 @@ def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
     assert all(re.fullmatch(ID_FORMATS[where], id_) for ids in models for id_ in ids)
     assert not set(models[0]) & set(models[1]) and not set(models[0]) & template._ids
     for figure, by_series, marks, ids in zip(figures, sources, markers, models, strict=True):
-        line, marker, past = figure.renderers  # the line, its markers, its provider history (dashed)
-        assert past.tags == ["past", "BTC"] and past.glyph.line_color == line.glyph.line_color
+        line, marker, past = figure.renderers  # the line, its markers, the provider history's lines (dashed)
+        assert past.tags == ["past"] and template.colours == {"BTC": line.glyph.line_color}
         assert by_series["BTC"] is line.data_source is marker.data_source and by_series["BTC"].id in ids
         assert marks["BTC"] is marker
         assert figure.document is None  # ready for the session's document
@@ -198,11 +198,12 @@ def test_the_weather_charts_are_declared_one_line_per_city(runtime) -> None:
     view = plain(LiveView, runtime=runtime)
     cities = runtime.settings.cities
     for metric, chart in view._weather.items():
-        # Beside each line and its markers, its provider history's dashed line (tagged "past", drawn apart).
-        renderers = [r for r in chart.figure.renderers if r not in chart.markers.values() and r.tags[:1] != ["past"]]
-        pasts = [r for r in chart.figure.renderers if r.tags[:1] == ["past"]]
-        assert [r.data_source for r in pasts] == [chart.pasts[city] for city in cities]
-        assert all(r.glyph.line_dash == [6] and r.glyph.line_alpha < 1 for r in pasts)  # Bokeh's "dashed"
+        # Beside the lines and their markers, one renderer of the provider history's dashed lines (tagged "past").
+        renderers = [r for r in chart.figure.renderers if r not in chart.markers.values() and r.tags != ["past"]]
+        (past,) = [r for r in chart.figure.renderers if r.tags == ["past"]]
+        assert past.data_source is chart.past and isinstance(past.glyph, MultiLine)
+        dash, alpha = (getattr(v, "value", v) for v in (past.glyph.line_dash, past.glyph.line_alpha))  # Value(...)
+        assert dash == "dashed" and alpha < 1
         assert [r.name for r in renderers] == cities
         assert [r.glyph.line_color for r in renderers] == ["#1f77b4", "#ff7f0e"]
         assert [r.data_source for r in renderers] == [chart.sources[city] for city in cities]
@@ -385,6 +386,12 @@ def _ms(text: str) -> float:
     return pd.Timestamp(text).value / 1e6
 
 
+def past_values(c: StreamingChart, name: str) -> list[float]:
+    """The values of series ``name``'s provider-history line (one of the lines of the chart's ``MultiLine``)."""
+    data = c.past.data
+    return np.asarray(data["ys"][data["name"].index(name)]).tolist()
+
+
 def test_provider_history_is_drawn_apart_with_a_rule_where_live_polling_begins() -> None:
     """Candles (``coinbase/1min``) go to the dashed line, live prices to the line; the rule stands at the last candle
     before the first live price.  Candles a later fill brings into a hole join the dashed line only."""
@@ -392,25 +399,41 @@ def test_provider_history_is_drawn_apart_with_a_rule_where_live_polling_begins()
     live = prices(["2026-01-01 00:04:30", "2026-01-01 00:04:35"], [5.5, 5.6])
     c = StreamingChart("price", ["BTC"], "price", 5.0, 1000, pd.concat([candles, live]), price_lines, resolution=60.0)
     assert c.data("BTC")["price"].tolist() == [5.5, 5.6]
-    assert c.pasts["BTC"].data["price"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]  # one-minute steps: no break
+    assert past_values(c, "BTC") == [1.0, 2.0, 3.0, 4.0, 5.0]  # one-minute steps: no break
     assert c.boundary.location == _ms("2026-01-01 00:04:00")
     # An outage from 00:04:35 to 00:09:00, then its hole filled from the provider's candles.
     c.send(prices(["2026-01-01 00:09:00"], [9.0]))
     c.send(prices(["2026-01-01 00:06:00", "2026-01-01 00:07:00", "2026-01-01 00:08:00"], [6, 7, 8], "coinbase/1min"))
     line = c.data("BTC")["price"].tolist()
     assert line[:2] == [5.5, 5.6] and math.isnan(line[2]) and line[3] == 9.0  # the live line still breaks there
-    past = c.pasts["BTC"].data
-    assert [v for v in past["price"] if not math.isnan(v)] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [v for v in past_values(c, "BTC") if not math.isnan(v)] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert c.boundary.location == _ms("2026-01-01 00:04:00")  # where live polling began, still
+
+
+def test_the_provider_history_of_every_series_is_one_renderer_of_dashed_lines_in_the_series_colours() -> None:
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c"]
+
+    def lines(rows: pd.DataFrame):
+        return rows.hvplot.line(x="time", y="temperature", by="city", color=colours)
+
+    times = pd.to_datetime(["2026-01-01 00:00", "2026-01-01 00:15"] * 2, utc=True)
+    past = pd.DataFrame(
+        {"time": times, "city": ["Oslo", "Oslo", "Rome", "Rome"], "lat": 0.0, "lon": 0.0, "source": "open-meteo/15min"}
+    ).assign(temperature=[1.0, 2.0, 3.0, 4.0])
+    c = StreamingChart("weather", ["Oslo", "Rome", "Lima"], "temperature", 60.0, 1000, past, lines, resolution=900.0)
+    assert c.past.data["name"] == ["Oslo", "Rome"]  # Lima has no history: no line
+    assert c.past.data["colour"] == colours[:2]
+    assert past_values(c, "Oslo") == [1.0, 2.0] and past_values(c, "Rome") == [3.0, 4.0]
+    assert len(c.figure.renderers) == 7  # a line and its markers per city, and one renderer of the dashed lines
 
 
 def test_provider_history_keeps_to_the_charts_window() -> None:
     candles = prices([f"2026-01-01 00:{m:02d}:00" for m in range(60)], [float(m) for m in range(60)], "coinbase/1min")
     c = StreamingChart("price", ["BTC"], "price", 1.0, 600, candles, price_lines, resolution=60.0)  # 10 minutes
-    assert c.pasts["BTC"].data["price"].tolist() == [float(m) for m in range(49, 60)]
+    assert past_values(c, "BTC") == [float(m) for m in range(49, 60)]
     assert c.boundary.location == _ms("2026-01-01 00:59:00")  # no live price yet: the newest candle
     c.send(prices(["2026-01-01 01:05:00"], [100.0]))
-    assert c.pasts["BTC"].data["price"].tolist() == [float(m) for m in range(55, 60)]
+    assert past_values(c, "BTC") == [float(m) for m in range(55, 60)]
 
 
 def test_an_output_whose_comm_is_not_open_yet_gets_its_changes_in_one_message_in_order_once_it_opens() -> None:

@@ -796,12 +796,16 @@ def warm_up(settings: Settings) -> None:
     """Import the charts' libraries and draw the Live tab's charts before the server listens, so that the first
     page of the process does not wait for them (rtdash.views.live.warm_up; about 2 s on 2 cores).  Done in the
     main thread, before ``--num-procs`` forks its processes, which inherit the result; a failure is logged and
-    leaves the work to the first session."""
+    leaves the work to the first session.
+
+    Plain ``panel serve`` (no ``--plugins rtdash.server``) imports this module in its first session, which then
+    waits for the warm-up: the charts' spare copies are left to the event loop, after that session.
+    """
     start = time.monotonic()
     try:
         from .views.live import warm_up as draw  # HoloViews and hvPlot: imported here, not with this module
 
-        draw(settings)
+        draw(settings, spares_now=pn.state.curdoc is None)
     except Exception:  # pragma: no cover - the first session draws the charts itself
         log.warning("warm-up failed: the first page will draw the charts", exc_info=True)
     else:

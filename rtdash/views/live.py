@@ -308,12 +308,13 @@ def figure_template(
     kind: str, names: list[str], value: str, chart: Callable[[pd.DataFrame], hv.NdOverlay], template: tuple | None
 ) -> FigureTemplate:
     """The :class:`FigureTemplate` of a chart (see :class:`StreamingChart`): drawn once per process for each
-    ``template``, with ``SPARES`` copies kept ready; or drawn anew, without spares, when ``template`` is None."""
+    ``template``, or drawn anew when ``template`` is None.  It keeps no spare copies unless :func:`warm_up` (a
+    server's) asks for them: a notebook shows a chart once per output."""
     key = (kind, tuple(names), value, template)
     with _TEMPLATES_LOCK:
         built = _TEMPLATES.get(key) if template is not None else None
         if built is None:
-            built = FigureTemplate(chart(placeholder_rows(kind, names)), value, SPARES if template is not None else 0)
+            built = FigureTemplate(chart(placeholder_rows(kind, names)), value)
             if template is not None:
                 _TEMPLATES[key] = built
     return built
@@ -744,13 +745,22 @@ def weather_chart(settings, metric: str, history: pd.DataFrame, resolution: floa
     return StreamingChart("weather", settings.cities, metric, *args, template=look, resolution=resolution)
 
 
-def warm_up(settings) -> None:
-    """Draw the Live tab's charts for ``settings`` and make their spare copies, here and now: what the first session
-    of a process would otherwise wait for (about a second; rtdash.server runs it at server start)."""
-    for asset in settings.assets:
-        figure_template("price", [asset], "price", *price_lines(settings, asset)).fill_spares()
-    for metric in WEATHER_METRICS:
-        figure_template("weather", settings.cities, metric, *weather_lines(settings, metric)).fill_spares()
+def warm_up(settings, spares_now: bool = True) -> None:
+    """Draw the Live tab's charts for ``settings``, here and now (what the first session of a process would
+    otherwise wait for: about a second), and have each keep ``SPARES`` copies ready for the sessions of a server.
+
+    The copies are made here too when ``spares_now``; else (the warm-up runs inside the first session, which waits
+    for it) on the event loop, once the first session has taken its copies (:meth:`FigureTemplate.copy`).
+    """
+    templates = [figure_template("price", [asset], "price", *price_lines(settings, asset)) for asset in settings.assets]
+    templates += [
+        figure_template("weather", settings.cities, metric, *weather_lines(settings, metric))
+        for metric in WEATHER_METRICS
+    ]
+    for template in templates:
+        template.spares = SPARES
+        if spares_now:
+            template.fill_spares()
 
 
 class LiveView(pn.viewable.Viewer):

@@ -18,8 +18,10 @@ from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent as ColumnsStreamed
 from bokeh.models import ColumnDataSource, HoverTool, MultiLine
 from bokeh.settings import settings as bokeh_settings
+from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
 
+from rtdash import server
 from rtdash.sources.base import is_history
 from rtdash.stream import Runtime, get_runtime
 from rtdash.views import live
@@ -158,20 +160,44 @@ def test_spares_filled_meanwhile_are_not_made_again(monkeypatch) -> None:
     assert len(template._spares) == 2 and not template._refilling
 
 
-def test_a_chart_without_a_look_of_its_own_keeps_no_spares() -> None:
-    """Only the process's chart templates (a ``template`` key) keep copies ahead; a one-off chart does not."""
+def test_a_chart_without_a_look_of_its_own_keeps_no_spares(monkeypatch) -> None:
+    """Only the process's chart templates (a ``template`` key) are kept, and they keep copies ahead only once a
+    server's warm-up asks for them (a notebook shows a chart once per output); a one-off chart never does."""
+    monkeypatch.setattr(live, "_TEMPLATES", {})
     kept = figure_template("price", ["BTC"], "price", price_lines, ("a look",))
-    assert kept.spares == SPARES and figure_template("price", ["BTC"], "price", price_lines, ("a look",)) is kept
+    assert kept.spares == 0 and figure_template("price", ["BTC"], "price", price_lines, ("a look",)) is kept
     one_off = figure_template("price", ["BTC"], "price", price_lines, None)
     assert one_off.spares == 0 and one_off not in live._TEMPLATES.values()
 
 
-def test_warm_up_draws_the_live_charts_and_their_spares(make_settings) -> None:
+def test_warm_up_draws_the_live_charts_and_their_spares(make_settings, monkeypatch) -> None:
+    monkeypatch.setattr(live, "_TEMPLATES", {})
     settings = make_settings(**QUIET)
-    live.warm_up(settings)
+    server.warm_up(settings)  # at the server's start (no session yet)
     for metric in WEATHER_METRICS:
         template = figure_template("weather", settings.cities, metric, *weather_lines(settings, metric))
-        assert len(template._spares) == SPARES
+        assert template.spares == SPARES and len(template._spares) == SPARES
+
+
+def test_a_warm_up_inside_the_first_session_leaves_the_spares_to_the_event_loop(make_settings, monkeypatch) -> None:
+    """Plain ``panel serve`` warms up in its first session, which waits for it: the charts are drawn, and their
+    spares are made on the loop once that session has taken its copy."""
+    monkeypatch.setattr(live, "_TEMPLATES", {})
+    monkeypatch.setattr(live, "SPARE_DELAY", 0.0)
+    settings = make_settings(**QUIET)
+    with set_curdoc(Document()):  # as while panel serve runs the app's script for the first session
+        server.warm_up(settings)
+    template = figure_template("weather", settings.cities, "humidity", *weather_lines(settings, "humidity"))
+    assert template.spares == SPARES and not template._spares
+
+    async def session() -> None:
+        IOLoop.current()
+        template.copy()
+        while len(template._spares) < SPARES or template._refilling:  # asyncio.wait_for below: 60 s at most
+            await asyncio.sleep(0.05)
+
+    plain(asyncio.run, asyncio.wait_for(session(), 60))
+    assert len(template._spares) == SPARES
 
 
 def test_the_lines_leave_their_selected_unselected_and_muted_looks_to_bokehjs() -> None:

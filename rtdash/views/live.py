@@ -202,8 +202,9 @@ class FigureTemplate:
 
     ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
     lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
-    template's points (:func:`copy_models`), 50 ms for a weather chart of seven cities, nearly all of it in Bokeh's
-    ``Document.from_json``: so ``spares`` copies are made ahead, between sessions (:meth:`copy`).
+    template's points (:func:`copy_models`), about 0.1 s for a weather chart of seven cities, nearly all of it in
+    Bokeh's ``Document.from_json``: so a server's sessions get copies made ahead (``spares``, set by
+    :func:`warm_up`), between sessions (:meth:`copy`).
     """
 
     def __init__(self, chart: hv.NdOverlay, value: str, spares: int = 0):
@@ -218,8 +219,8 @@ class FigureTemplate:
         plot.state.output_backend = "canvas"
         # The look of a selected, unselected or muted line as BokehJS derives it from the line's own ("auto"),
         # instead of three more glyph models per line that HoloViews and figure.line() make: the charts have no
-        # selection tool and no Bokeh legend to mute with, and a weather chart then has 165 models instead of 214,
-        # which every session copies, serializes and sends, and every page builds.
+        # selection tool and no Bokeh legend to mute with: three models fewer per renderer (a weather chart of seven
+        # cities has 123), which every session copies, serializes and sends, and every page builds.
         for renderer in plot.state.select(GlyphRenderer):
             renderer.update(selection_glyph="auto", nonselection_glyph="auto", muted_glyph="auto")
         markers = {

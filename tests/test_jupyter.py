@@ -67,14 +67,29 @@ def assert_ordered(page) -> None:
             assert s["backward"] == 0 and s["repeated"] == 0 and s["distinct"] == s["rows"], s
 
 
-def test_run_all_in_jupyterlab_offline(lab, offline_browser):
+def assert_works_as_run(page) -> None:
+    """What a user sees after running the notebook, however they ran it: the first cell says the JavaScript loaded,
+    every code cell shows an output of its own and no traceback, and the hvPlot, Live and app cells' prices grow."""
+    code = [c for c in J.cells(page) if c["type"] == "code"]
+    wait_until(lambda: LOADED in J.cells(page)[code[0]["index"]]["output_text"], 30)
+    assert [c["index"] for c in code if not c["outputs"]] == []
+    for index in (J.cell_index(page, HVPLOT), J.cell_index(page, LIVE), J.cell_index(page, APP)):
+        before, after = J.wait_grows(page, index, "price", timeout=60)
+        assert after > before
+    assert J.tracebacks(page) == []
+
+
+def test_run_all_offline_then_again_then_restart_and_run_all(lab, offline_browser):
+    """What a user does first: Run All in JupyterLab (offline: no CDN), look at every output and switch the app's
+    tabs; Run All again, which replaces the outputs; Restart Kernel and Run All, which starts afresh.  (One test: a
+    Run All is the slow part, and each step starts where the one before left the notebook.)"""
     page = J.new_page(offline_browser, offline=True)
     cells = run_all(page, lab)
     live, app, hvplot = J.cell_index(page, LIVE), J.cell_index(page, APP), J.cell_index(page, HVPLOT)
 
     # The outputs render with no route to a CDN: the first cell's check says the inline JavaScript ran.
-    first = next(c for c in cells if c["type"] == "code")
-    wait_until(lambda: LOADED in J.cells(page)[first["index"]]["output_text"], 30)
+    code = next(c for c in cells if c["type"] == "code")
+    wait_until(lambda: LOADED in J.cells(page)[code["index"]]["output_text"], 30)
     # The Live cell's, the hvPlot cell's and the app cell's price series grow.
     for index in (live, hvplot, app):
         before, after = J.wait_grows(page, index, "price", timeout=60)
@@ -96,25 +111,6 @@ def test_run_all_in_jupyterlab_offline(lab, offline_browser):
         c["index"] for c in J.cells(page) for o in c["outputs"] if o["output_type"] == "display_data" and not o["mime"]
     ]
     assert empty == []
-
-
-def assert_works_as_run(page) -> None:
-    """What a user sees after running the notebook, however they ran it: the first cell says the JavaScript loaded,
-    every code cell shows an output of its own and no traceback, and the hvPlot, Live and app cells' prices grow."""
-    code = [c for c in J.cells(page) if c["type"] == "code"]
-    wait_until(lambda: LOADED in J.cells(page)[code[0]["index"]]["output_text"], 30)
-    assert [c["index"] for c in code if not c["outputs"]] == []
-    for index in (J.cell_index(page, HVPLOT), J.cell_index(page, LIVE), J.cell_index(page, APP)):
-        before, after = J.wait_grows(page, index, "price", timeout=60)
-        assert after > before
-    assert J.tracebacks(page) == []
-
-
-def test_run_all_again_replaces_the_outputs_and_restart_and_run_all_starts_afresh(lab, offline_browser):
-    page = J.new_page(offline_browser, offline=True)
-    run_all(page, lab)
-    live, app = J.cell_index(page, LIVE), J.cell_index(page, APP)
-    J.wait_grows(page, app, "price", timeout=60)
     first = J.kernel_json(page, "runtime.price.subscriber_count")
 
     # Run All again: the first run's outputs are released, not kept beside the new ones.

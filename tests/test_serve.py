@@ -69,8 +69,8 @@ def page_texts(url: str) -> list[str]:
     return [html.unescape(html.unescape(text)) for text in texts if text]
 
 
-def test_panel_serve_answers_and_a_session_opens(serve):
-    app = serve(env=FAST)
+def test_panel_serve_answers_and_a_session_opens(module_apps):
+    app = module_apps(FAST)
     page = requests.get(f"{app.url}/realtime_dashboard", timeout=30)
     assert page.status_code == 200
     assert "<title>rtdash · live prices and weather</title>" in page.content.decode()
@@ -82,8 +82,8 @@ def test_panel_serve_answers_and_a_session_opens(serve):
     assert "Traceback" not in app.output()
 
 
-def test_sigusr1_writes_every_threads_stack_and_the_server_goes_on(serve):
-    app = serve(env=FAST)
+def test_sigusr1_writes_every_threads_stack_and_the_server_goes_on(module_apps):
+    app = module_apps(FAST)  # the server of the test above: its stacks, and it goes on
     assert tab_titles(f"{app.url}/realtime_dashboard") == ["Live", "Refresh", "History"]
     output = app.stacks()
     assert "Current thread" in output and output.count("(most recent call first)") >= 3, output

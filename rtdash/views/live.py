@@ -152,6 +152,18 @@ def by_series(df: pd.DataFrame, key: str) -> dict[str, tuple[np.ndarray, np.ndar
     return once_per_frame(df, ("series", key), make)
 
 
+def past_points(df: pd.DataFrame, key: str, value: str) -> dict[str, pd.Series]:
+    """Per series of ``df`` (``key``), its ``value`` by time (ms since the epoch), in time order, one point per time
+    (the last row's), once per frame: every session starts from the same provider history (``Poller.history``)."""
+
+    def make() -> dict[str, pd.Series]:
+        values = df[value].to_numpy(float)
+        points = {name: pd.Series(values[rows], index=times) for name, (rows, times) in by_series(df, key).items()}
+        return {name: p[~p.index.duplicated(keep="last")] for name, p in points.items()}
+
+    return once_per_frame(df, ("points", key, value), make)
+
+
 def with_gaps(times: np.ndarray, values: np.ndarray, gap_ms: float) -> Series:
     """``times`` and ``values`` with a NaN point halfway through every jump in time longer than ``gap_ms``."""
     jumps = np.flatnonzero(np.diff(times) > gap_ms) + 1
@@ -434,13 +446,14 @@ class StreamingChart:
         start and after a hole, not at every poll)."""
         if df.empty:
             return
-        for name, rows in df.groupby(self.key, sort=False):
+        for name, new in past_points(df, self.key, self.value).items():
             if name not in self.sources:
                 continue
-            times = _epoch_ms(rows["time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]"))
-            new = pd.Series(rows[self.value].to_numpy(float), index=times)
             held = self._past.get(name)
-            merged = pd.concat([held, new]) if held is not None and len(held) else new
+            if held is None or not len(held):
+                self._past[name] = new  # shared by the sessions (past_points): replaced, never changed in place
+                continue
+            merged = pd.concat([held, new])
             self._past[name] = merged[~merged.index.duplicated(keep="last")].sort_index()
         self._trim_past(force=True)
 

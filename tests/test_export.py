@@ -45,7 +45,7 @@ class Served:
         self.downloads: list[tuple[str, str]] = []
 
         def app():
-            view = HistoryView(runtime=runtime, settings=settings, deferred=True, span="All")
+            view = HistoryView(runtime=runtime, settings=settings, span="All")  # shown: its widgets made
             self.views.append(view)
             return view
 

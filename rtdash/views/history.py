@@ -215,6 +215,33 @@ class HistoryView(pn.viewable.Viewer):
         self._step = MIN_STEP
         self._firings: pd.DataFrame | None = None  # the alert firings of the range shown (marks on the chart)
 
+        self._exporting: str | None = None  # "counting", or the ticket of the export under way
+        self._export_name = ""
+        self._export_started = False  # the download of the current ticket has begun
+        self._doc = pn.state.curdoc if _in_session() else None  # where the download's progress is shown
+        self._closed = False
+        if self._doc is not None:
+            pn.state.on_session_destroyed(self._session_ended)
+        self._message = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
+        self._layout = pn.Column(sizing_mode="stretch_width")
+        self._built = False  # the widgets and the chart's pane: made by _build, when the tab is first shown
+        if self.store is None:
+            reason = getattr(self.runtime, "store_error", None) or "RTDASH_STORE is none"
+            self._say(f"History is off: {reason}.", "warning")
+            self._layout[:] = [self._message]
+        elif not self._wanted:
+            pass  # show() builds and loads
+        else:
+            self._build()
+            if _in_session():
+                # Not pn.state.onload: a page whose map tiles cannot load (offline) never reports itself ready.
+                pn.state.execute(self._load_async)
+            else:
+                self.load()  # a notebook or a script: at once
+
+    def _build(self) -> None:
+        """Make the tab's widgets and the chart's pane (a session whose History tab is never shown makes none)."""
+        self._built = True
         span = pn.widgets.RadioButtonGroup.from_param(self.param.span)
         self._custom = pn.widgets.DatetimeRangePicker(label="Custom range (UTC)", visible=False, width=340)
         self._custom.param.watch(self._custom_picked, "value")
@@ -229,7 +256,6 @@ class HistoryView(pn.viewable.Viewer):
         self._highlight = pn.widgets.Select.from_param(
             self.param.highlight, label="Highlight", description=None, width=200, visible=False
         )
-        self._message = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
         self._summary = pn.pane.Str("", styles={"color": "#4b5563", "font-size": "13px"})
         self._plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=HEIGHT + 20, visible=False)
         self._body = pn.Column(self._message, self._summary, self._plot, min_height=120, sizing_mode="stretch_width")
@@ -240,42 +266,26 @@ class HistoryView(pn.viewable.Viewer):
         self._progress = pn.indicators.Progress(value=0, max=100, width=200, visible=False, margin=(18, 10))
         self._export_note = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
         self._link = DownloadLink()
-        self._exporting: str | None = None  # "counting", or the ticket of the export under way
-        self._export_name = ""
-        self._export_started = False  # the download of the current ticket has begun
-        self._doc = pn.state.curdoc if _in_session() else None  # where the download's progress is shown
-        self._closed = False
-        if self._doc is not None:
-            pn.state.on_session_destroyed(self._session_ended)
-        self._layout = pn.Column(
+        self._layout[:] = [
             pn.Row(span, self._custom),
             pn.Row(metric, self._asset, self._cities, every, self._highlight),
             self._body,
             pn.Row(
                 self._csv, self._parquet, self._progress, self._export_note, self._link, sizing_mode="stretch_width"
             ),
-            sizing_mode="stretch_width",
-        )
+        ]
         self._sync_visibility()
-        if self.store is None:
-            reason = getattr(self.runtime, "store_error", None) or "RTDASH_STORE is none"
-            self._say(f"History is off: {reason}.", "warning")
-            self._layout[:] = [self._message]
-        elif not self._wanted:
-            pass  # show() loads
-        elif _in_session():
-            # Not pn.state.onload: a page whose map tiles cannot load (offline) never reports itself ready.
-            pn.state.execute(self._load_async)
-        else:
-            self.load()  # a notebook or a script: at once
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self._layout
 
     def show(self) -> None:
-        """Its tab is shown: from now on the selection is loaded, at once and after every change."""
+        """Its tab is shown: its widgets are made, and from now on the selection is loaded, at once and after every
+        change."""
         if not self._wanted:
             self._wanted = True
+            if self.store is not None and not self._built:
+                self._build()
             self._changed()
 
     # -- selection ---------------------------------------------------------------------------------------------------
@@ -317,6 +327,8 @@ class HistoryView(pn.viewable.Viewer):
 
     @param.depends("span", "metric", "cities", "every_point", watch=True)
     def _sync_visibility(self) -> None:
+        if not self._built:
+            return
         self._custom.visible = self.span == "Custom"
         self._asset.visible = self.kind == "price"
         self._cities.visible = self.kind == "weather"

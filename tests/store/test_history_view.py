@@ -68,11 +68,12 @@ def test_the_selected_range_is_plotted(runtime):
 
 
 def test_a_deferred_view_reads_nothing_until_shown(runtime):
-    """The app's History tab: no query for a session that never opens it, then the selection, kept up to date."""
+    """The app's History tab: no query and no widget for a session that never opens it, then the selection, kept up
+    to date."""
     runtime.store.write("price", prices(60, start=now() - pd.Timedelta("2h"), every="1min"))
     view = HistoryView(runtime=runtime, deferred=True)
     view.span = "Last week"  # a shared link's range, set before the tab is shown
-    assert view._frame is None and not view._plot.visible and view._summary.object == ""
+    assert view._frame is None and view._layout.objects == []  # nothing read, and no widget made yet
     view.show()
     assert view._summary.object.startswith("60 rows") and view._plot.visible
     view.asset = "ETH"

@@ -224,13 +224,16 @@ class HistoryView(pn.viewable.Viewer):
             pn.state.on_session_destroyed(self._session_ended)
         self._message = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
         self._layout = pn.Column(sizing_mode="stretch_width")
-        self._built = False  # the widgets and the chart's pane: made by _build, when the tab is first shown
+        self._built = False  # the widgets and the chart's pane (_build): in a server, when the tab is first shown
         if self.store is None:
             reason = getattr(self.runtime, "store_error", None) or "RTDASH_STORE is none"
             self._say(f"History is off: {reason}.", "warning")
             self._layout[:] = [self._message]
         elif not self._wanted:
-            pass  # show() builds and loads
+            if not _in_session():
+                # A notebook: a component made after its output was shown would take its stylesheets from
+                # cdn.holoviz.org, which an offline JupyterLab cannot reach (the Refresh tab's reason too).
+                self._build()
         else:
             self._build()
             if _in_session():
@@ -240,7 +243,8 @@ class HistoryView(pn.viewable.Viewer):
                 self.load()  # a notebook or a script: at once
 
     def _build(self) -> None:
-        """Make the tab's widgets and the chart's pane (a session whose History tab is never shown makes none)."""
+        """Make the tab's widgets and the chart's pane (a server's session whose History tab is never shown makes
+        none)."""
         self._built = True
         span = pn.widgets.RadioButtonGroup.from_param(self.param.span)
         self._custom = pn.widgets.DatetimeRangePicker(label="Custom range (UTC)", visible=False, width=340)

@@ -8,6 +8,7 @@ from datetime import datetime
 import holoviews as hv
 import numpy as np
 import pandas as pd
+import panel as pn
 import pytest
 
 from rtdash import export
@@ -22,6 +23,7 @@ from rtdash.views.history import (
     nearest_series,
     separate_series,
 )
+from tests.helpers import PanelServer, wait_until
 from tests.store.test_store import START, prices, same_rows
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -68,16 +70,36 @@ def test_the_selected_range_is_plotted(runtime):
 
 
 def test_a_deferred_view_reads_nothing_until_shown(runtime):
-    """The app's History tab: no query and no widget for a session that never opens it, then the selection, kept up
-    to date."""
+    """The app's History tab: no query for a session that never opens it, then the selection, kept up to date."""
     runtime.store.write("price", prices(60, start=now() - pd.Timedelta("2h"), every="1min"))
     view = HistoryView(runtime=runtime, deferred=True)
     view.span = "Last week"  # a shared link's range, set before the tab is shown
-    assert view._frame is None and view._layout.objects == []  # nothing read, and no widget made yet
+    assert view._frame is None and not view._plot.visible and view._summary.object == ""
     view.show()
     assert view._summary.object.startswith("60 rows") and view._plot.visible
     view.asset = "ETH"
     assert view._frame["asset"].eq("ETH").all()
+
+
+def test_a_served_session_makes_the_tab_s_widgets_when_it_is_first_shown(runtime):
+    """In a server, a session that never opens the History tab makes none of its widgets (less to build per
+    session); in a notebook or script they are made at once (a component made after a notebook's output was shown
+    would ask a CDN for its stylesheets)."""
+    runtime.store.write("price", prices(60, start=now() - pd.Timedelta("2h"), every="1min"))
+    views: list[HistoryView] = []
+    server = PanelServer(lambda: views.append(HistoryView(runtime=runtime, deferred=True)) or views[-1])
+    try:
+        server.new_session()
+        view = views[-1]
+        assert server.on_loop(lambda: [type(o).__name__ for o in view._layout]) == []
+        server.on_loop(view.show)
+        widgets = server.on_loop(lambda: [type(w).__name__ for w in view._layout.select(pn.widgets.Widget)])
+        assert {"RadioButtonGroup", "Select", "MultiSelect", "Checkbox", "Button"} <= set(widgets), widgets
+        wait_until(lambda: server.on_loop(lambda: view._summary.object).startswith("60 rows"), 30)
+    finally:
+        server.stop()
+    script = HistoryView(runtime=runtime, deferred=True)  # not in a session: made at once, nothing read
+    assert script._layout.select(pn.widgets.Button) and script._frame is None
 
 
 def test_an_empty_range_says_so(runtime):

@@ -191,7 +191,8 @@ class HistoryView(pn.viewable.Viewer):
 
     def __init__(self, deferred: bool = False, **params):
         """``deferred``: read nothing from the store until ``show()`` (its tab shown), so that a session whose
-        History tab is never opened costs no query (the app's tabs)."""
+        History tab is never opened costs no query (the app's tabs); in a server's session the widgets are made then
+        too."""
         super().__init__(**params)
         self._wanted = not deferred  # whether the selection is loaded (and reloaded on every change)
         if self.settings is None and self.runtime is not None:

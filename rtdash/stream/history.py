@@ -438,9 +438,11 @@ class HistoryFiller:
             )
         return result
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = False) -> None:
+        """Stop filling; ``wait``: until a fill in flight has ended (at its next request: within the timeout), so
+        that nothing of it runs, hands rows on or logs after the runtime stopped."""
         self._stop.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def _covered(gap: Gap, ranges: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]) -> bool:

@@ -234,12 +234,15 @@ class Poller:
         return self
 
     def stop(self, wait: bool = False) -> None:
-        """Stop polling; ``wait``: until a fetch in flight has handed its rows on (it ends within the timeout)."""
+        """Stop polling and filling history; ``wait``: until a fetch and a history fill in flight have handed their
+        rows on (each ends within the timeout)."""
         self._running = False
         if self.filler is not None:
             self.filler.stop()
         self.frame.stop()
         self._executor.shutdown(wait=wait, cancel_futures=True)
+        if self.filler is not None and wait:
+            self.filler.stop(wait=True)
         self.source.close()
 
     # -- the clock: runs on streamz's IOLoop thread, must not block or raise ---------------------------------------

@@ -269,6 +269,16 @@ def test_a_failing_history_never_stops_the_live_polls(make_settings, fake_api):
     assert history["missing"] and history["missing"][0]["series"] == "BTC"
 
 
+def test_a_stopped_runtime_leaves_no_history_fill_running(make_settings, fake_api):
+    """A fill in flight when the runtime stops ends before ``stop`` returns: nothing of it runs, hands rows on or
+    logs afterwards (its closing log line once landed in the next test's log)."""
+    fake_api.set_fault("coinbase-history", "slow", delay=1.5)
+    runtime = get_runtime(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_PRICE_INTERVAL="0.3s"))
+    wait_until(lambda: fake_api.count("coinbase-history") >= 1, 60, message="a history request in flight")
+    runtime.stop()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("rtdash-history-")] == []
+
+
 def test_history_off_with_a_zero_budget(make_settings, fake_api):
     runtime = get_runtime(make_settings(RTDASH_PRICE_SOURCE="coinbase", RTDASH_HISTORY_BUDGET="0"))
     wait_until(lambda: runtime.price.status.rows >= 1, 60, message="a live price")

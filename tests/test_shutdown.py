@@ -46,10 +46,10 @@ class RecordingAPI(FakeAPI):
                 self.served.append((data["base"], float(data["amount"]), asked))
         return response
 
-    def served_before(self, moment: float) -> set[tuple[str, float]]:
-        """The prices answered to requests that arrived before ``moment``."""
+    def served_before(self, moment: float) -> dict[tuple[str, float], float]:
+        """The prices answered to requests that arrived before ``moment``: how long before it each arrived (s)."""
         with self._served_lock:
-            return {(asset, price) for asset, price, asked in self.served if asked < moment}
+            return {(asset, price): moment - asked for asset, price, asked in self.served if asked < moment}
 
 
 @pytest.fixture
@@ -116,17 +116,20 @@ def test_a_signal_stores_every_served_price_closes_the_store_and_exits_0(
 
     if backend == "duckdb":  # closed: DuckDB checkpoints its write-ahead log into the file and removes it
         assert not Path(f"{store_url}.wal").exists(), "the DuckDB store was not closed"
-    assert_stored(recording_api.served_before(signalled_at), store_url, sig)
+    assert_stored(recording_api.served_before(signalled_at), store_url, sig, output)
 
 
-def assert_stored(served: set[tuple[str, float]], store_url: str, sig: signal.Signals) -> None:
-    """Every ``(asset, price)`` in ``served`` is a row of the store at ``store_url``."""
+def assert_stored(served: dict[tuple[str, float], float], store_url: str, sig: signal.Signals, output: str) -> None:
+    """Every ``(asset, price)`` in ``served`` is a row of the store at ``store_url`` (``output``, the process's, shown
+    when one is not)."""
     assert {asset for asset, _ in served} == set(ASSETS)
     with open_store(store_url) as store:
         stored = store.read("price")
     kept = set(zip(stored["asset"].astype(str), stored["price"].astype(float), strict=True))
-    missing = sorted(served - kept)
-    assert not missing, f"{len(missing)} of {len(served)} prices asked for before {sig.name} are not stored: {missing}"
+    missing = {price: f"asked {served[price]:.2f} s before" for price in sorted(served.keys() - kept)}
+    assert not missing, (
+        f"{len(missing)} of {len(served)} prices asked for before {sig.name} are not stored: {missing}\n{output}"
+    )
 
 
 @pytest.mark.postgres
@@ -158,7 +161,7 @@ def test_the_collector_stores_the_fetch_in_flight_at_sigterm_and_exits_0(request
         assert not [sign for sign in CRASH_SIGNS if sign in output], output
     finally:
         collector.stop()
-    assert_stored(recording_api.served_before(signalled_at), database, signal.SIGTERM)
+    assert_stored(recording_api.served_before(signalled_at), database, signal.SIGTERM, output)
 
 
 def test_the_writer_writes_on_close_what_it_got_before_its_first_write(tmp_path):

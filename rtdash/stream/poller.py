@@ -320,8 +320,14 @@ class Poller:
         finally:
             with self._lock:
                 self._inflight = None
-        self._succeeded(df)
-        self.frame.emit(df)
+        try:
+            self._succeeded(df)
+            self.frame.emit(df)
+        except Exception as exc:  # a bug on the way to the charts and the store: logged and shown, the poller goes on
+            log.error("%s source: %d fetched rows were not handed on", self.kind, len(df), exc_info=True)
+            error = SourceError(f"{self.source.provider}: fetched rows were not handed on ({exc!r})")
+            self._failed(error)
+            raise error from None
         return df
 
     def _succeeded(self, df: pd.DataFrame) -> None:

@@ -564,6 +564,36 @@ def test_a_subscriber_that_raises_is_dropped_and_the_others_go_on(fake_api: Fake
     assert poller.status.state == "ok"
 
 
+def test_an_error_on_the_way_to_the_subscribers_is_logged_shown_and_the_poller_goes_on(
+    fake_api: FakeAPI, make_settings, pollers, caplog
+) -> None:
+    """Something watching the status raises after a fetch (a bug of ours or a plug-in's): that fetch's rows reach
+    nobody, the log and the status say so, and the fetches after it arrive as usual."""
+    poller = pollers(make_settings(RTDASH_PRICE_SOURCE="coinbase"), start=False)
+    got = Collector()
+    poller.subscribe(got)
+    broken = threading.Event()
+    broken.set()
+
+    def watcher(event) -> None:
+        if broken.is_set():
+            raise RuntimeError("a watcher's bug")
+
+    poller.status.param.watch(watcher, ["fetches"])
+    with caplog.at_level(logging.ERROR, logger="rtdash.stream"):
+        poller.start()
+        wait_until(lambda: poller.status.errors >= 1, timeout=10, message="the failed hand-over in the status")
+    assert "fetched rows were not handed on" in poller.status.last_error
+    assert "a watcher's bug" in poller.status.last_error
+    assert poller.status.state in ("stale", "error")
+    assert len(got) == 0
+    logged = [r for r in caplog.records if "were not handed on" in r.getMessage()]
+    assert logged and logged[0].exc_info is not None, [r.getMessage() for r in caplog.records]
+
+    broken.clear()
+    wait_until(lambda: len(got) >= 2 and poller.status.state == "ok", timeout=10, message="fetches handed on again")
+
+
 def test_a_tick_or_refresh_after_stop_submits_nothing_and_logs_no_traceback(
     fake_api: FakeAPI, make_settings, pollers, caplog
 ) -> None:

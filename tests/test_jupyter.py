@@ -96,7 +96,21 @@ def test_run_all_offline_then_again_then_restart_and_run_all(lab, offline_browse
         assert after > before
 
     # Switching tabs in the app cell and back keeps every series in order, without duplicates.
-    for tab in ("Refresh", "Live", "History", "Live"):
+    J.click_tab(page, app, "Refresh")
+    J.wait_idle(page)
+    # A refresh changes the tab's status line after it was shown: still nothing asked of a CDN (checked below).
+    status = J.cell_locator(page, app).locator('.status[role="status"]')
+
+    def shown() -> bool:
+        tabs = J.cell_locator(page, app).locator(".bk-tab.bk-active").all_inner_texts()
+        assert status.count() == 1, f"{status.count()} status lines; active tabs {tabs}"
+        return True
+
+    wait_until(shown, 60, 0.5, "the Refresh tab's status line")
+    before = status.inner_text()
+    J.cell_locator(page, app).locator("button", has_text="Refresh").click(timeout=60_000)
+    wait_until(lambda: status.inner_text() not in (before, "") and "Fetched" in status.inner_text(), 60)
+    for tab in ("Live", "History", "Live"):
         J.click_tab(page, app, tab)
         J.wait_idle(page)
     J.wait_grows(page, app, "price", timeout=60)

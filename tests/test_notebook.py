@@ -9,12 +9,14 @@ import panel as pn
 import pytest
 import requests
 from bokeh.document import Document
+from bokeh.models import ImportedStyleSheet
 from bokeh.plotting import figure
 from nbclient import NotebookClient
 from panel.models.comm_manager import CommManager
 from pyviz_comms import Comm
 
 from rtdash.notebook import _known_models_only
+from rtdash.views import Text
 from tests.helpers import ROOT, ServedApp, fake_env
 
 NOTEBOOK = ROOT / "realtime_dashboard.ipynb"
@@ -31,6 +33,18 @@ print("waited: delivered" if len(received) >= 2 else f"waited: {len(received)} u
 print(f"chart points: {points} -> {len(view._prices[asset].data(asset))}")
 """
 
+WAIT_FOR_BUFFER = """
+import asyncio
+deliveries = len(received)
+for _ in range(300):
+    if len(received) >= deliveries + 3:
+        break
+    await asyncio.sleep(0.1)
+times = buffer.data["time"]
+delivered = "delivered" if len(received) >= deliveries + 3 else "not delivered"
+print(f"buffer: {delivered}, {len(times) - times.nunique()} times repeated")
+"""
+
 
 def test_notebook_is_stored_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -45,6 +59,11 @@ def test_notebook_runs_in_a_kernel(fake_api, tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # One more cell, for the test only: wait on the kernel's own loop until the live stream has delivered there.
     nb.cells.append(nbformat.v4.new_code_cell(WAIT_FOR_DELIVERY))
+    # The hvPlot cell run again, its first output still shown (a front end lets go of it only later): each fetch's
+    # rows go into each run's own buffer once, not twice into the new one.
+    hvplot_cell = next(cell.source for cell in nb.cells if cell.source.startswith("import asyncio"))
+    nb.cells.append(nbformat.v4.new_code_cell(hvplot_cell))
+    nb.cells.append(nbformat.v4.new_code_cell(WAIT_FOR_BUFFER))
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
@@ -54,6 +73,7 @@ def test_notebook_runs_in_a_kernel(fake_api, tmp_path, monkeypatch):
     assert "waited: delivered" in text, text
     before, after = map(int, text.split("chart points: ", 1)[1].split()[::2][:2])
     assert after > before, text  # a Live view in the kernel streams new points into its chart
+    assert "buffer: delivered, 0 times repeated" in text, text
     # The fetch cells showed live rows from the (fake) provider, not simulated ones.
     html = "".join(out.get("data", {}).get("text/html", "") for out in outputs)
     assert "coinbase" in html and "open-meteo" in html
@@ -115,3 +135,25 @@ def test_a_tab_click_batched_with_changes_to_hidden_charts_still_switches_the_ta
     finally:
         pn.state._views.pop(ref, None)
         tabs._cleanup(root)
+
+
+@pytest.mark.parametrize("pane_type", [pn.pane.HTML, Text])
+def test_a_text_changed_after_it_is_shown_in_a_notebook_links_to_no_cdn(pane_type):
+    """In a notebook (Panel's inline mode) a ``Text`` whose text changes is sent again with its stylesheets inline.
+    Panel's own HTML pane sends them as links to cdn.holoviz.org, which an offline notebook cannot load: the reason
+    for ``Text`` (if Panel's pane stops doing so, ``Text`` can go)."""
+    with pn.config.set(inline=True):
+        pane = pane_type("<p>before</p>", stylesheets=[".note {color: #78350f}"])
+        doc, comm = Document(), _Transport()
+        root = pane.get_root(doc, comm=comm)
+        doc.add_root(root)
+        ref = root.ref["id"]
+        pn.state._views[ref] = (pane, root, doc, comm)
+        try:
+            pane.object = "<p>after</p>"
+            assert "after" in root.text
+            links = [str(sheet.url) for sheet in root.stylesheets if isinstance(sheet, ImportedStyleSheet)]
+        finally:
+            pn.state._views.pop(ref, None)
+            pane._cleanup(root)
+    assert any("cdn.holoviz.org" in link for link in links) == (pane_type is pn.pane.HTML), links

@@ -8,7 +8,9 @@ import weakref
 from collections.abc import Callable, Iterator
 
 import panel as pn
+from bokeh.models import ImportedStyleSheet
 from panel.custom import JSComponent
+from panel.io.notebook import replace_inline_css
 
 log = logging.getLogger("rtdash")
 
@@ -26,6 +28,25 @@ def one_message() -> Iterator[None]:
             yield
     else:
         yield
+
+
+class Text(pn.pane.HTML):
+    """An HTML pane whose text changes after it is shown (a status line, a notice).
+
+    In a notebook (Panel's inline mode, rtdash.notebook) its stylesheets go out inline at every change, as at the
+    first render.  Panel 1.9's ``HTMLBasePane._update`` sends a pane's stylesheets again with each new text, and
+    there Panel's own stylesheets are links to cdn.holoviz.org (the inlining of ``Viewable._preprocess`` is skipped
+    on that path): an offline notebook could not load them, and the pane lost its styles, with errors in the console.
+    """
+
+    def _get_properties(self, doc):
+        properties = super()._get_properties(doc)
+        if pn.config.inline and "stylesheets" in properties:
+            properties["stylesheets"] = [
+                replace_inline_css(sheet) if isinstance(sheet, ImportedStyleSheet) else sheet
+                for sheet in properties["stylesheets"]
+            ]
+        return properties
 
 
 def when_drawn(callback: Callable[[], None]) -> None:

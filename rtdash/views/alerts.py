@@ -19,6 +19,7 @@ from bokeh.models import Label, Span
 
 from ..alerts import Alerts, Rule, event_text, reading
 from ..stream.poller import current_dispatch
+from . import Text
 
 SHOWN_RECENT = 10
 REFRESH_MS = 1000  # how often a page looks for a change the events did not bring (a webhook failing)
@@ -103,7 +104,7 @@ class AlertsView(pn.viewable.Viewer):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._pane = pn.pane.HTML(
+        self._pane = Text(
             alerts_html(self.alerts), stylesheets=[ALERTS_CSS], sizing_mode="stretch_width", margin=(0, 10, 6, 10)
         )
         self._shown = self.alerts.version()

@@ -52,6 +52,7 @@ from .. import export as exports
 from ..sources import SERIES, UNITS
 from ..store import Store
 from ..store.base import utc
+from . import Text
 from .alerts import chart_rules, history_overlay
 
 RANGES = {"Last hour": pd.Timedelta("1h"), "Last day": pd.Timedelta("1D"), "Last week": pd.Timedelta("7D")}
@@ -223,7 +224,7 @@ class HistoryView(pn.viewable.Viewer):
         self._closed = False
         if self._doc is not None:
             pn.state.on_session_destroyed(self._session_ended)
-        self._message = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
+        self._message = Text("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
         self._layout = pn.Column(sizing_mode="stretch_width")
         self._built = False  # the widgets and the chart's pane (_build): in a server, when the tab is first shown
         if self.store is None:
@@ -261,7 +262,7 @@ class HistoryView(pn.viewable.Viewer):
         self._highlight = pn.widgets.Select.from_param(
             self.param.highlight, label="Highlight", description=None, width=200, visible=False
         )
-        self._summary = pn.pane.Str("", styles={"color": "#4b5563", "font-size": "13px"})
+        self._summary = Text("", styles={"color": "#4b5563", "font-size": "13px"})
         self._plot = pn.pane.HoloViews(None, sizing_mode="stretch_width", height=HEIGHT + 20, visible=False)
         self._body = pn.Column(self._message, self._summary, self._plot, min_height=120, sizing_mode="stretch_width")
         self._csv = pn.widgets.Button(label="Export CSV", width=150)
@@ -269,7 +270,7 @@ class HistoryView(pn.viewable.Viewer):
         self._csv.on_click(lambda event: self._export_clicked("csv"))
         self._parquet.on_click(lambda event: self._export_clicked("parquet"))
         self._progress = pn.indicators.Progress(value=0, max=100, width=200, visible=False, margin=(18, 10))
-        self._export_note = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
+        self._export_note = Text("", visible=False, sizing_mode="stretch_width", stylesheets=[MESSAGE_CSS])
         self._link = DownloadLink()
         self._layout[:] = [
             pn.Row(span, self._custom),
@@ -463,7 +464,7 @@ class HistoryView(pn.viewable.Viewer):
             detail = "every row" if (frame["count"] == 1).all() else f"means over {_duration(step)} buckets"
             if mode == "density":
                 detail += f"; {len(self.series)} series as a line density (datashader), one highlighted"
-        self._summary.object = (
+        self._summary.object = html.escape(
             f"{rows:,} rows from {start.strftime(TIME_FORMAT)} to {end.strftime(TIME_FORMAT)}, shown as {detail}"
         )
         self._message.visible = False

@@ -25,7 +25,7 @@ from holoviews.element.tiles import lon_lat_to_easting_northing, tile_sources
 from ..sources import UNITS, SourceError, empty_frame, redact
 from ..stream import Runtime
 from ..stream.poller import current_dispatch
-from . import OutputGuard, when_drawn
+from . import OutputGuard, Text, when_drawn
 
 log = logging.getLogger("rtdash.views")
 
@@ -97,7 +97,7 @@ class RefreshView(pn.viewable.Viewer):
         self._selector = pn.widgets.RadioButtonGroup.from_param(
             self.param.metric, color="primary", variant="outline", name="", description=None
         )
-        self._status = pn.pane.HTML(stylesheets=[STATUS_CSS], sizing_mode="stretch_width", margin=(5, 10))
+        self._status = Text(stylesheets=[STATUS_CSS], sizing_mode="stretch_width", margin=(5, 10))
         self._future: Future | None = None  # the last refresh's fetch
         self._done_at = 0.0  # monotonic time it ended
         self._map: pn.pane.HoloViews | None = None

@@ -22,7 +22,7 @@ from panel.custom import JSComponent
 from ..config import env_name
 from ..sources import redact
 from ..stream import Runtime, SourceStatus
-from . import OutputLifetime, one_message
+from . import OutputLifetime, Text, one_message
 
 REFRESH_MS = 500  # how often a session re-reads the status (the page ticks the "ago" text itself)
 KIND_LABELS = {"price": "Prices", "weather": "Weather"}
@@ -300,7 +300,7 @@ class StatusView(pn.viewable.Viewer):
         self._badges = {kind: StatusBadge(margin=(4, 4), **fields[kind]) for kind in self.runtime.pollers}
         # A FlexBox: at a notebook's width the badges wrap onto a second line instead of being clipped.
         self.badges = pn.FlexBox(*self._badges.values(), flex_wrap="wrap", align_items="center", align="center")
-        self.banner = pn.pane.HTML(
+        self.banner = Text(
             banner, stylesheets=[BANNER_CSS], visible=bool(banner), sizing_mode="stretch_width", margin=(0, 10, 6, 10)
         )
         # Changes wait until the page is ready: Panel drops the model changes made after a page pulled its document

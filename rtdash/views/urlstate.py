@@ -34,6 +34,8 @@ import pandas as pd
 import panel as pn
 import param
 
+from . import Text
+
 RANGES = {"1h": "Last hour", "1d": "Last day", "7d": "Last week", "all": "All"}
 SPAN_SLUGS = {span: slug for slug, span in RANGES.items()}
 KEYS = ("tab", "metric", "asset", "cities", "range", "from", "to", "map")
@@ -115,7 +117,7 @@ class UrlState(param.Parameterized):
         super().__init__(**params)
         self.tabs, self.history, self.refresh = tabs, history, refresh
         self.location = location if location is not None else pn.state.location
-        self.notice = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", stylesheets=[NOTICE_CSS])
+        self.notice = Text("", visible=False, sizing_mode="stretch_width", stylesheets=[NOTICE_CSS])
         self.bar = AddressBar()
         self.search = ""
         if self.location is None:  # not served: a notebook, a script

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 
 import nbformat
 import panel as pn
@@ -100,18 +102,30 @@ class _Transport(Comm):
         pass
 
 
+@contextlib.contextmanager
+def shown_in_notebook(viewable) -> Iterator[tuple]:
+    """``viewable`` shown as a notebook output of its own (its document, a comm that goes nowhere, Panel's record of
+    the output): yields ``(root, document, comm)``, then Panel forgets the output."""
+    doc, comm = Document(), _Transport()
+    root = viewable.get_root(doc, comm=comm)
+    doc.add_root(root)
+    ref = root.ref["id"]
+    pn.state._views[ref] = (viewable, root, doc, comm)
+    try:
+        yield root, doc, comm
+    finally:
+        pn.state._views.pop(ref, None)
+        viewable._cleanup(root)
+
+
 def test_a_tab_click_batched_with_changes_to_hidden_charts_still_switches_the_tab():
     """The page's comm manager batches its changes; a batch that also names a hidden tab's axes (models the kernel's
     document let go of) must not lose the tab click (seen in JupyterLab: Live's header over a blank panel)."""
     fig = figure()
     fig.line([1, 2], [1, 2])
     tabs = pn.Tabs(("Live", pn.pane.Bokeh(fig)), ("History", pn.pane.Markdown("h")), dynamic=True)
-    doc, comm = Document(), _Transport()
-    root = tabs.get_root(doc, comm=comm)
-    doc.add_root(root)
-    ref = root.ref["id"]
-    pn.state._views[ref] = (tabs, root, doc, comm)
-    try:
+    with shown_in_notebook(tabs) as (root, doc, comm):
+        ref = root.ref["id"]
         manager = CommManager(comm_id=comm.id, plot_id=ref)
         tabs.active = 1  # History shown: the chart leaves the kernel's document
         assert doc.models.get_by_id(fig.x_range.id) is None
@@ -132,9 +146,6 @@ def test_a_tab_click_batched_with_changes_to_hidden_charts_still_switches_the_ta
         tabs._on_msg(ref, manager, _known_models_only(ref, copy.deepcopy(batch)))
         assert tabs.active == 0
         assert doc.models.get_by_id(fig.x_range.id) is not None  # the Live chart is back in the document
-    finally:
-        pn.state._views.pop(ref, None)
-        tabs._cleanup(root)
 
 
 @pytest.mark.parametrize("pane_type", [pn.pane.HTML, Text])
@@ -144,16 +155,8 @@ def test_a_text_changed_after_it_is_shown_in_a_notebook_links_to_no_cdn(pane_typ
     for ``Text`` (if Panel's pane stops doing so, ``Text`` can go)."""
     with pn.config.set(inline=True):
         pane = pane_type("<p>before</p>", stylesheets=[".note {color: #78350f}"])
-        doc, comm = Document(), _Transport()
-        root = pane.get_root(doc, comm=comm)
-        doc.add_root(root)
-        ref = root.ref["id"]
-        pn.state._views[ref] = (pane, root, doc, comm)
-        try:
+        with shown_in_notebook(pane) as (root, _, _):
             pane.object = "<p>after</p>"
             assert "after" in root.text
             links = [str(sheet.url) for sheet in root.stylesheets if isinstance(sheet, ImportedStyleSheet)]
-        finally:
-            pn.state._views.pop(ref, None)
-            pane._cleanup(root)
     assert any("cdn.holoviz.org" in link for link in links) == (pane_type is pn.pane.HTML), links

@@ -144,7 +144,7 @@ class Follower:
                 self.status.param.update(state="down", last_error=message)
                 for poller in self.runtime.pollers.values():
                     if poller.status.state == "ok":
-                        poller.status.param.update(state="stale", last_error=f"history store: {message}")
+                        poller.status.update(state="stale", last_error=f"history store: {message}")
                 self._stop.wait(delay)
 
     def _catch_up(self, kind: str) -> None:
@@ -171,7 +171,7 @@ class Follower:
         if not past.all():
             poller.frame.emit(fresh[~past].reset_index(drop=True))  # history, then every subscriber, as after a fetch
         now = pd.Timestamp.now(tz="UTC")
-        poller.status.param.update(
+        poller.status.update(
             state="ok",
             last_success=now,
             last_attempt=now,
@@ -201,7 +201,7 @@ class Follower:
         if len(past):
             self.runtime.pollers[kind].add_past(past.sort_values("time", kind="stable").reset_index(drop=True))
             s = self.runtime.pollers[kind].status
-            s.param.update(filled=s.filled + len(past))
+            s.update(filled=s.filled + len(past))
 
     def _remember(self, kind: str, df: pd.DataFrame) -> None:
         if len(df):
@@ -215,7 +215,7 @@ class Follower:
             s = poller.status
             quiet = max(3 * poller.interval, 30.0)
             if s.state == "ok" and s.last_success is not None and (now - s.last_success).total_seconds() > quiet:
-                s.param.update(state="stale", last_error=f"no new rows from the collector for {quiet:.0f} s")
+                s.update(state="stale", last_error=f"no new rows from the collector for {quiet:.0f} s")
 
 
 def follow(runtime) -> Follower:

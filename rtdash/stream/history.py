@@ -416,7 +416,7 @@ class HistoryFiller:
             self._missing = _merged(self._missing + result.missing)[-MISSING_SHOWN:]
             missing = [{**g.as_dict(), "reason": redact(g.reason, self.secrets)} for g in self._missing]
         s = self.poller.status
-        s.param.update(filled=s.filled + result.rows)
+        s.update(filled=s.filled + result.rows)
         state = "partial" if result.missing else "ok"
         message = redact(result.missing[-1].reason, self.secrets) if result.missing else None
         self._update(

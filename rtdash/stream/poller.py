@@ -98,15 +98,21 @@ class SourceStatus(param.Parameterized):
     filled = param.Integer(default=0, doc="Rows fetched from the provider's history since start.")
     history = param.Dict(default={}, doc="The provider's history: state, requests, budget, ranges still missing.")
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._lock = threading.RLock()
+
+    def update(self, **values) -> None:
+        """Set ``values`` together: a snapshot taken meanwhile on another thread has all of them or none (``/health``
+        read ``state: ok`` with the first success's ``last_success`` still empty)."""
+        with self._lock:
+            self.param.update(**values)
+
     def snapshot(self) -> dict:
-        """A JSON-ready copy (times as ISO strings)."""
-        out = {}
-        for name in self.param:
-            if name == "name":
-                continue
-            value = getattr(self, name)
-            out[name] = value.isoformat() if hasattr(value, "isoformat") else value
-        return out
+        """A JSON-ready copy (times as ISO strings), never half of an :meth:`update`."""
+        with self._lock:
+            values = {name: getattr(self, name) for name in self.param if name != "name"}
+        return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in values.items()}
 
 
 def _now() -> pd.Timestamp:
@@ -271,7 +277,7 @@ class Poller:
             if self._inflight is not None:
                 waited = now - self._inflight_since
                 if waited > self.interval + self.source.settings.timeout and self.status.state == "ok":
-                    self.status.param.update(
+                    self.status.update(
                         state="stale", last_error=f"{self.source.provider}: no answer for {waited:.0f} s"
                     )
                 return
@@ -346,7 +352,7 @@ class Poller:
             # The provider answers again (or for the first time, after simulated rows stood in): the hole the failures
             # left, and what its history could not give before, from its history.
             self.filler.after_outage(s.last_success if s.failures else None)
-        s.param.update(
+        s.update(
             state="ok",
             provider=self.source.provider,
             simulated=simulated,
@@ -390,7 +396,7 @@ class Poller:
             )
         else:
             log.debug("%s source failure %d: %s", self.kind, failures, message)
-        s.param.update(
+        s.update(
             state=state,
             last_error=message,
             last_error_time=_now(),

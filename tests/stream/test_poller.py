@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -20,7 +21,7 @@ from streamz.dataframe import PeriodicDataFrame
 from rtdash.config import Settings
 from rtdash.sources import SourceError, make_source
 from rtdash.stream import Poller, get_runtime
-from rtdash.stream.poller import next_tick
+from rtdash.stream.poller import SourceStatus, next_tick
 from tests.fakeapi import FakeAPI
 from tests.helpers import PanelServer, fake_env, wait_until
 
@@ -348,6 +349,40 @@ def test_one_runtime_per_settings(fake_api: FakeAPI, make_settings) -> None:
 
 
 # --- status ------------------------------------------------------------------------------------------------------
+
+
+def test_a_status_snapshot_never_holds_half_of_an_update() -> None:
+    """The worker thread sets a success's fields together while ``/health`` reads them on another: a snapshot holds
+    all of them or none (one read ``state: ok`` with ``last_success`` still empty)."""
+    status = SourceStatus(kind="price", provider="Coinbase", interval=1.0)
+    success = {"state": "ok", "last_success": pd.Timestamp("2026-01-01", tz="UTC"), "last_error": None, "failures": 0}
+    failure = {"state": "error", "last_success": None, "last_error": "HTTP 500", "failures": 1}
+    whole_success = {**success, "last_success": success["last_success"].isoformat()}
+    whole_failure = dict(failure)
+    status.update(**failure)
+    done = threading.Event()
+    torn: list[dict] = []
+
+    def write() -> None:
+        for _ in range(3000):
+            status.update(**success)
+            status.update(**failure)
+        done.set()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns as often as the interpreter allows
+    try:
+        writer = threading.Thread(target=write)
+        writer.start()
+        while not done.is_set():
+            snap = status.snapshot()
+            fields = {name: snap[name] for name in success}
+            if fields not in (whole_success, whole_failure):
+                torn.append(fields)
+        writer.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert torn == []
 
 
 def test_status_fields_move_as_expected(fake_api: FakeAPI, make_settings, pollers) -> None:

@@ -493,9 +493,12 @@ def test_the_live_charts_keep_streaming_after_the_tabs_are_switched(module_apps,
             page.locator(".bk-tab", has_text=tab).first.click()
         wait_until(lambda: len(rows(page, "price")) == 2, 30, message="the Live tab's price lines back")
         before = rows(page, "price")
-        wait_until(
-            lambda b=before: min(a - c for a, c in zip(rows(page, "price"), b, strict=False)) > 0,
-            30,
-            message=f"round {round_}: new points on both price lines",
-        )
+
+        def grown(before=before) -> bool:
+            shown = page.locator(".bk-tab.bk-active").all_inner_texts()  # and the server's view, in the address
+            grown = [a - b for a, b in zip(rows(page, "price"), before, strict=False)]
+            assert min(grown) > 0, f"points gained {grown}; the page shows {shown}, its address {page.url}"
+            return True
+
+        wait_until(grown, 30, message=f"round {round_}: new points on both price lines")
     assert page.console_errors == []

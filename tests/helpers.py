@@ -40,6 +40,25 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
+def show_tab(scope, name: str, timeout: float = 60.0) -> None:
+    """Click the Panel tab ``name`` in ``scope`` (a page or a locator) until the page shows it as the active tab.
+
+    A click can be lost, for a user as for a test: BokehJS draws a Tabs' headers anew whenever its ``tabs`` change,
+    which a dynamic Tabs does at every switch (the shown tab's content replaces a placeholder), so a click whose
+    mouse-up comes after the server's answer to the previous switch lands on a header that is gone.  Seen in the
+    tab-switch test: the page and the server both showed History after a last click on Live, and no change was sent.
+    """
+    tab = scope.locator(".bk-tab", has_text=name).first
+
+    def shown() -> bool:
+        if "bk-active" in (tab.get_attribute("class", timeout=timeout * 1000) or "").split():
+            return True
+        tab.click(timeout=timeout * 1000)
+        return False
+
+    wait_until(shown, timeout, 0.5, f"the {name} tab shown")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS
-from tests.helpers import ROOT, free_port, wait_until
+from tests.helpers import ROOT, free_port, show_tab, wait_until
 
 NOTEBOOK = ROOT / "realtime_dashboard.ipynb"
 # Chromium resolves no name but loopback: a CDN or any other public host is unreachable, as on an offline machine.
@@ -470,9 +470,9 @@ def cell_locator(page, index: int):
 
 
 def click_tab(page, index: int, name: str) -> None:
-    """Click the Panel tab ``name`` in the output of cell ``index`` (Playwright's CSS pierces shadow roots)."""
-    # Playwright's click scrolls into view and finds the tab again if Panel re-rendered the header meanwhile.
-    cell_locator(page, index).locator(".bk-tab", has_text=name).first.click(timeout=60_000)
+    """Click the Panel tab ``name`` in the output of cell ``index`` until it is shown (Playwright's CSS pierces
+    shadow roots; ``tests.helpers.show_tab`` says why a click can be lost)."""
+    show_tab(cell_locator(page, index), name)
 
 
 KERNEL_EXEC_JS = _js(

@@ -106,7 +106,10 @@ def test_run_all_offline_then_again_then_restart_and_run_all(lab, offline_browse
         assert status.count() == 1, f"{status.count()} status lines; active tabs {tabs}"
         return True
 
-    wait_until(shown, 60, 0.5, "the Refresh tab's status line")
+    try:
+        wait_until(shown, 60, 0.5, "the Refresh tab's status line")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{J.diagnosis(page, app, 'price')}\nconsole: {page.console_errors}") from None
     before = status.inner_text()
     J.cell_locator(page, app).locator("button", has_text="Refresh").click(timeout=60_000)
     wait_until(lambda: status.inner_text() not in (before, "") and "Fetched" in status.inner_text(), 60)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import queue
 from collections.abc import Iterator
 
 import nbformat
@@ -19,7 +21,7 @@ from pyviz_comms import Comm
 
 from rtdash.notebook import _known_models_only
 from rtdash.views import Text
-from tests.helpers import ROOT, ServedApp, fake_env
+from tests.helpers import ROOT, ServedApp, fake_env, wait_until
 
 NOTEBOOK = ROOT / "realtime_dashboard.ipynb"
 WAIT_FOR_DELIVERY = """
@@ -160,3 +162,68 @@ def test_a_text_changed_after_it_is_shown_in_a_notebook_links_to_no_cdn(pane_typ
             assert "after" in root.text
             links = [str(sheet.url) for sheet in root.stylesheets if isinstance(sheet, ImportedStyleSheet)]
     assert any("cdn.holoviz.org" in link for link in links) == (pane_type is pn.pane.HTML), links
+
+
+OPEN_CLIENT_COMM = """
+import os, time
+import panel as pn
+from rtdash.notebook import extension
+extension()
+received = []
+client_comm = pn.state._comm_manager.get_client_comm(on_msg=lambda msg: received.append(msg))
+print(client_comm.id)
+"""
+
+
+def _run(client, code: str) -> str:
+    """Run ``code`` in the kernel of ``client``; what it printed (AssertionError on an error)."""
+    out: list[str] = []
+    reply = client.execute_interactive(
+        code, timeout=120, output_hook=lambda msg: out.append(msg["content"].get("text", ""))
+    )
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out)
+
+
+@pytest.mark.slow
+def test_a_message_that_comes_right_after_its_comm_opens_on_a_subshell_is_handled(tmp_path):
+    """JupyterLab sends a Panel output's comm messages to a kernel subshell (its own thread), where rtdash hands them
+    to the main thread; the first message of a comm can come before the main thread has taken the comm's opening
+    (a cell is running).  It must be handled then, not dropped: the page's comm manager waits for each message's
+    reply before it sends the next change (a tab click), and after a dropped one a clicked tab stayed blank."""
+    from jupyter_client.manager import start_new_kernel
+
+    flag = tmp_path / "go"
+    manager, client = start_new_kernel(kernel_name="python3", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    replies: set[str] = set()
+
+    def answered(msg_id: str) -> bool:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                replies.add(client.get_shell_msg(timeout=0)["parent_header"].get("msg_id"))
+        return msg_id in replies
+
+    try:
+        target = _run(client, OPEN_CLIENT_COMM).strip().splitlines()[-1]
+        # The main thread runs a cell until the flag file appears.
+        busy = client.execute(f"while not os.path.exists({str(flag)!r}): time.sleep(0.01)")
+        # As JupyterLab does: a subshell of its own, then the comm's opening and its first message on it.
+        client.control_channel.send(client.session.msg("create_subshell_request", {}))
+        subshell = client.get_control_msg(timeout=60)["content"]["subshell_id"]
+        sent = []
+        for msg_type, content in [
+            ("comm_open", {"comm_id": "rtdash-test-comm", "target_name": target, "data": {}}),
+            ("comm_msg", {"comm_id": "rtdash-test-comm", "data": {"content": {"events": []}}}),
+            ("kernel_info_request", {}),  # answered once the subshell has handled the two before it
+        ]:
+            msg = client.session.msg(msg_type, content)
+            msg["header"]["subshell_id"] = subshell
+            client.shell_channel.send(msg)
+            sent.append(msg["header"]["msg_id"])
+        wait_until(lambda: answered(sent[-1]), 60, 0.1, "the subshell's kernel_info reply")
+        flag.write_text("go")
+        wait_until(lambda: answered(busy), 60, 0.1, "the busy cell to end")
+        assert _run(client, "print(len(received))").strip() == "1"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

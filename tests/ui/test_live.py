@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.fakeapi import closed_port_url
-from tests.helpers import ROOT, ServedApp, wait_until
+from tests.helpers import ROOT, ServedApp, show_tab, wait_until
 from tests.test_sessions import document, open_page
 
 pytestmark = pytest.mark.ui
@@ -484,13 +484,14 @@ def test_a_link_to_the_refresh_tab_offline_shows_its_table_and_then_the_live_cha
 
 def test_the_live_charts_keep_streaming_after_the_tabs_are_switched(module_apps, page):
     """Each switch hides the Live tab (a dynamic tab: its models leave the page and come back); after every return
-    its price lines gain points again, and the server's own copies of the lines have stayed in its document."""
+    of quick clicks its price lines gain points again: the page and the server agree on the tab shown."""
     app = module_apps(PICTURED)  # no map tiles: the Refresh tab is drawn each time it is shown
     open_dashboard(page, app)
     wait_until(lambda: rows(page, "price") and min(rows(page, "price")) >= 2, 30, message="price points")
     for round_ in range(8):
-        for tab in ("Refresh", "Live", "History", "Live"):
+        for tab in ("Refresh", "Live", "History"):
             page.locator(".bk-tab", has_text=tab).first.click()
+        show_tab(page, "Live")  # the last click again if it was lost (see show_tab)
         wait_until(lambda: len(rows(page, "price")) == 2, 30, message="the Live tab's price lines back")
         before = rows(page, "price")
 

@@ -194,9 +194,9 @@ def _main_thread_comm(base: type) -> type:
         def _handle_open(self, comm, msg):
             # The comm's messages are taken from now on, on whichever thread opened it: each goes to the main
             # thread's queue, behind the opening.  ipykernel drops a message that comes before a comm has a
-            # handler, and the page's comm manager sends no more changes until each one is answered: a first
-            # message arriving while a cell ran (the opening waiting for the main thread) was lost, and the
-            # output's next change (a tab clicked) was never sent.
+            # handler, and the page's comm manager sends its next change only when the last is answered (or at a
+            # change more than 5 s later): a first message arriving while a cell ran (the opening waiting for the
+            # main thread) was lost, and the output's next change (a tab clicked) was never sent.
             comm.on_msg(self._handle_msg)
             on_main_thread(super()._handle_open, comm, msg)
 

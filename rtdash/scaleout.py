@@ -30,6 +30,7 @@ import param
 from .config import Settings, SettingsError, format_duration
 from .sources import SERIES, redact
 from .sources.base import is_history, tidy
+from .status import Status
 from .store import KINDS
 from .store.postgres import PAST_CHANNEL
 
@@ -64,7 +65,7 @@ def install_notify(store) -> None:
             conn.execute(TRIGGER_SQL.format(kind=kind))
 
 
-class FollowerStatus(param.Parameterized):
+class FollowerStatus(Status):
     """What a viewer's follower is doing, for the health endpoint."""
 
     state = param.Selector(default="starting", objects=["starting", "ok", "down", "closed"])
@@ -117,7 +118,7 @@ class Follower:
                     if self.status.state != "ok":
                         if self.status.state == "down":
                             log.warning("viewer: following the history store again")
-                        self.status.param.update(state="ok", last_error=None)
+                        self.status.update(state="ok", last_error=None)
                     failures = 0
                     for kind in KINDS:  # what was stored while this viewer was not listening
                         self._catch_up(kind)
@@ -141,7 +142,7 @@ class Follower:
                     log.warning(
                         "viewer: cannot follow the history store: %s; retrying in %s", message, format_duration(delay)
                     )
-                self.status.param.update(state="down", last_error=message)
+                self.status.update(state="down", last_error=message)
                 for poller in self.runtime.pollers.values():
                     if poller.status.state == "ok":
                         poller.status.update(state="stale", last_error=f"history store: {message}")
@@ -179,7 +180,7 @@ class Follower:
             last_error=None,
             rows=poller.status.rows + len(fresh),
         )
-        self.status.param.update(rows=self.status.rows + len(fresh), last_rows=now)
+        self.status.update(rows=self.status.rows + len(fresh), last_rows=now)
 
     def _take_past(self, kind: str, payloads: list[str]) -> None:
         """The collector stored rows of a provider's history (a hole filled); those older than the newest this viewer

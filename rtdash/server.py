@@ -330,9 +330,9 @@ def store_health(runtime) -> dict[str, Any]:
         return {name: _clean(snap.get(name), secrets) for name in (*keep, "down_since") if name in snap}
     follower = getattr(runtime, "follower", None)
     if follower is not None:  # a viewer: it follows what the collector stores
-        snap = {name: getattr(follower.status, name) for name in ("state", "rows", "last_rows", "last_error")}
-        snap["last_rows"] = snap["last_rows"].isoformat() if snap["last_rows"] is not None else None
-        return {"backend": "postgresql", "role": "viewer", **{k: _clean(v, secrets) for k, v in snap.items()}}
+        snap = follower.status.snapshot()
+        keep = ("state", "rows", "last_rows", "last_error")
+        return {"backend": "postgresql", "role": "viewer", **{name: _clean(snap[name], secrets) for name in keep}}
     store = getattr(runtime, "store", None)
     if store is not None:
         return {"backend": getattr(store, "backend", None), "state": "read-only"}

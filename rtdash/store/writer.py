@@ -19,6 +19,7 @@ import param
 
 from ..config import format_duration
 from ..sources import COLUMNS, SERIES
+from ..status import Status
 from .base import Store
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ BACKOFF_MAX = 30.0
 PRUNE_EVERY = 3600.0
 
 
-class StoreStatus(param.Parameterized):
+class StoreStatus(Status):
     """What the writer is doing, for the status badge and the health endpoint."""
 
     backend = param.String(doc="duckdb or postgresql")
@@ -46,15 +47,6 @@ class StoreStatus(param.Parameterized):
     last_error = param.String(default=None, allow_None=True)
     last_error_time = param.Date(default=None, allow_None=True)
     down_since = param.Date(default=None, allow_None=True)
-
-    def snapshot(self) -> dict:
-        """A JSON-ready copy (times as ISO strings)."""
-        out = {}
-        for name in self.param:
-            if name != "name":
-                value = getattr(self, name)
-                out[name] = value.isoformat() if hasattr(value, "isoformat") else value
-        return out
 
 
 def _now() -> pd.Timestamp:
@@ -107,7 +99,7 @@ class StoreWriter:
                 self._counts["received"] += len(df)
                 self._counts["dropped"] += dropped
                 first_drop, self._full = dropped and not self._full, self._full or bool(dropped)
-                self.status.param.update(**self._counts)  # under the lock: see _write
+                self.status.update(**self._counts)  # under the lock: see _write
             if first_drop:
                 log.warning(
                     "history store buffer full (%d rows) while the store is %s: dropping new rows until it drains",
@@ -175,7 +167,7 @@ class StoreWriter:
                     self._full = False
                 # The status changes under the lock, with the counts: a ``flush`` that sees the buffer empty sees
                 # the status say so, and a ``put`` on another thread cannot show its older counts after these.
-                self.status.param.update(
+                self.status.update(
                     state="ok",
                     down_since=None,
                     written=self.status.written + inserted,
@@ -188,6 +180,7 @@ class StoreWriter:
     def _down(self, exc: Exception) -> None:
         self._failures += 1
         message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        changes = {"last_error": message, "last_error_time": _now()}
         if self.status.state != "down":
             log.warning(
                 "history store %s is down: %s; keeping up to %d rows in memory and retrying",
@@ -195,8 +188,8 @@ class StoreWriter:
                 message,
                 self.capacity,
             )
-            self.status.param.update(state="down", down_since=_now())
-        self.status.param.update(last_error=message, last_error_time=_now())
+            changes.update(state="down", down_since=changes["last_error_time"])
+        self.status.update(**changes)
 
     def _up(self, was: str, since: pd.Timestamp | None) -> None:
         if was == "down":
@@ -209,7 +202,7 @@ class StoreWriter:
             )
         self._failures = 0
         if self.status.state != "ok":
-            self.status.param.update(state="ok", down_since=None)
+            self.status.update(state="ok", down_since=None)
 
     def _prune(self) -> None:
         try:

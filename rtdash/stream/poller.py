@@ -36,6 +36,7 @@ from ..config import format_duration
 from ..sources import SERIES, Source, SourceError, empty_frame, redact
 from ..sources.base import is_history
 from ..sources.http import retry_wait
+from ..status import Status
 
 log = logging.getLogger("rtdash.stream")
 
@@ -75,7 +76,7 @@ class Clock(PeriodicDataFrame):
             due = next_tick(due, loop.time(), interval)
 
 
-class SourceStatus(param.Parameterized):
+class SourceStatus(Status):
     """What a source is doing, for the badges and the health endpoint.  Written by the poller's worker thread."""
 
     kind = param.String(doc="price or weather")
@@ -97,22 +98,6 @@ class SourceStatus(param.Parameterized):
     interval = param.Number(default=None, allow_None=True)
     filled = param.Integer(default=0, doc="Rows fetched from the provider's history since start.")
     history = param.Dict(default={}, doc="The provider's history: state, requests, budget, ranges still missing.")
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self._lock = threading.RLock()
-
-    def update(self, **values) -> None:
-        """Set ``values`` together: a snapshot taken meanwhile on another thread has all of them or none (``/health``
-        read ``state: ok`` with the first success's ``last_success`` still empty)."""
-        with self._lock:
-            self.param.update(**values)
-
-    def snapshot(self) -> dict:
-        """A JSON-ready copy (times as ISO strings), never half of an :meth:`update`."""
-        with self._lock:
-            values = {name: getattr(self, name) for name in self.param if name != "name"}
-        return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in values.items()}
 
 
 def _now() -> pd.Timestamp:

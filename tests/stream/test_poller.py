@@ -19,7 +19,9 @@ import pytest
 from streamz.dataframe import PeriodicDataFrame
 
 from rtdash.config import Settings
+from rtdash.scaleout import FollowerStatus
 from rtdash.sources import SourceError, make_source
+from rtdash.store.writer import StoreStatus
 from rtdash.stream import Poller, get_runtime
 from rtdash.stream.poller import SourceStatus, next_tick
 from tests.fakeapi import FakeAPI
@@ -351,14 +353,36 @@ def test_one_runtime_per_settings(fake_api: FakeAPI, make_settings) -> None:
 # --- status ------------------------------------------------------------------------------------------------------
 
 
-def test_a_status_snapshot_never_holds_half_of_an_update() -> None:
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+WHOLE_UPDATES = {  # a status read by /health, and two updates its writer thread makes in turn
+    "source": (
+        lambda: SourceStatus(kind="price", provider="Coinbase", interval=1.0),
+        {"state": "ok", "last_success": T0, "last_error": None, "failures": 0},
+        {"state": "error", "last_success": None, "last_error": "HTTP 500", "failures": 1},
+    ),
+    "store writer": (
+        lambda: StoreStatus(backend="duckdb"),
+        {"state": "ok", "down_since": None, "last_error": None, "written": 2},
+        {"state": "down", "down_since": T0, "last_error": "IOError: disk full", "written": 1},
+    ),
+    "viewer's follower": (
+        FollowerStatus,
+        {"state": "ok", "rows": 2, "last_rows": T0, "last_error": None},
+        {"state": "down", "rows": 1, "last_rows": None, "last_error": "OperationalError: gone"},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", WHOLE_UPDATES)
+def test_a_status_snapshot_never_holds_half_of_an_update(kind) -> None:
     """The worker thread sets a success's fields together while ``/health`` reads them on another: a snapshot holds
     all of them or none (one read ``state: ok`` with ``last_success`` still empty)."""
-    status = SourceStatus(kind="price", provider="Coinbase", interval=1.0)
-    success = {"state": "ok", "last_success": pd.Timestamp("2026-01-01", tz="UTC"), "last_error": None, "failures": 0}
-    failure = {"state": "error", "last_success": None, "last_error": "HTTP 500", "failures": 1}
-    whole_success = {**success, "last_success": success["last_success"].isoformat()}
-    whole_failure = dict(failure)
+    make, success, failure = WHOLE_UPDATES[kind]
+    status = make()
+    whole_success, whole_failure = (
+        {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in fields.items()}
+        for fields in (success, failure)
+    )
     status.update(**failure)
     done = threading.Event()
     torn: list[dict] = []

@@ -44,7 +44,8 @@ SOURCES_JS = """() => {
   }
   return out;
 }"""
-# The figure that draws a column: its ranges, rows and the page position of its plot area.
+# The figure that draws a column: its ranges (and whether a user moved the time axis), rows and the page position of
+# its plot area.
 FIGURE_JS = """(column) => {
   for (const f of window.Bokeh.documents[0]._all_models.values()) {
     if (f.type !== 'Figure') continue;
@@ -56,15 +57,8 @@ FIGURE_JS = """(column) => {
     const frame = view.frame.bbox;
     const box = view.el.getBoundingClientRect();
     return {start: f.x_range.start, end: f.x_range.end, rows: t.length, last: t[t.length - 1],
+            panned: f.x_range.have_updated_interactively,
             x: box.x + frame.left, y: box.y + frame.top, width: frame.width, height: frame.height};
-  }
-  return null;
-}"""
-# Whether the price chart's time axis was moved by the user (BokehJS's DataRange1d stops following the data then).
-PANNED_JS = """() => {
-  for (const f of window.Bokeh.documents[0]._all_models.values()) {
-    if (f.type === 'Figure' && f.renderers.some((r) => r.data_source && r.data_source.data.price !== undefined))
-      return f.x_range.have_updated_interactively;
   }
   return null;
 }"""
@@ -247,7 +241,7 @@ def test_zoom_is_kept_while_data_arrives_and_reset_follows_again(live_app, page)
         page.mouse.down()
         page.mouse.move(chart["x"] + chart["width"] * 0.8, chart["y"] + chart["height"] / 2, steps=8)
         page.mouse.up()
-        return page.evaluate(PANNED_JS)
+        return figure(page, "price")["panned"]  # BokehJS's range stops following the data once a user moved it
 
     # A drag the pan tool never saw (seen once on a busy machine: the view went on following, the input landed
     # elsewhere) is made again; a pan the tool took and the page then undid fails below.

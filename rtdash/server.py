@@ -13,7 +13,8 @@ The same handlers are reached three ways:
 (``RTDASH_FRAME_ANCESTORS``), the websocket origins (``RTDASH_ALLOWED_ORIGINS``) and counts the session.
 :func:`admit`, called before, refuses a session whose token no page was served with, and those over the caps
 (``RTDASH_MAX_SESSIONS``, ``RTDASH_MAX_SESSIONS_PER_CLIENT``).  Importing this module also makes Bokeh's ERROR
-replies to a client hold no traceback (:func:`_short_error`).
+replies to a client hold no traceback (:func:`_short_error`), and the changes sent to a page cost what they hold,
+not what the page's document holds (:class:`_SyncedModels`).
 
 With ``--plugins rtdash.server`` (and ``python realtime_dashboard.py``) the Live tab's charts are drawn before the
 server listens (:func:`warm_up`), so the first page of a process does not wait for them; :func:`install` also
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import faulthandler
 import hmac
+import importlib
 import json
 import logging
 import math
@@ -50,6 +52,8 @@ from typing import Any
 import panel as pn
 import tornado.web
 import tornado.websocket
+from bokeh.core.serialization import Ref, Serializer
+from bokeh.model import Model
 from bokeh.server.connection import ServerConnection
 from panel.io.resources import LOCAL_DIST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -758,6 +762,39 @@ def _short_error(self: ServerConnection, message, text: str):
 
 
 ServerConnection.error = _short_error
+
+
+# -- changes sent to pages -------------------------------------------------------------------------------------------
+
+
+class _SyncedModels(Serializer):
+    """Bokeh's ``Serializer`` for a ``PATCH-DOC`` message, which refers to a model the page already has by its id:
+    those models are looked up as they are met, not listed up front.
+
+    ``patch_doc.create`` (bokeh/protocol/messages/patch_doc.py) hands its ``Serializer`` every model of the
+    document the page already has (``synced_references``), and the serializer makes a reference (``{"id": ...}``)
+    for each of them before it encodes anything.  So every change sent to a page cost a dict per model of its
+    document: ~1,000 for a session of the dashboard, for a message that streams one point, whose dicts made most of
+    the garbage collector's work besides.  Here a model is looked up in that set when it is met, and gets the same
+    reference; what ``has_ref`` and ``get_ref`` answer is unchanged.  ``patch_doc.create`` is the one user of the
+    swapped name (no upstream report found).
+    """
+
+    def __init__(self, *, references: set = frozenset(), **kwargs):
+        super().__init__(**kwargs)
+        self._synced = references
+
+    def has_ref(self, obj: Any) -> bool:
+        return super().has_ref(obj) or (isinstance(obj, Model) and obj in self._synced)
+
+    def get_ref(self, obj: Any) -> Ref | None:
+        ref = super().get_ref(obj)
+        if ref is None and isinstance(obj, Model) and obj in self._synced:
+            ref = obj.ref
+        return ref
+
+
+importlib.import_module("bokeh.protocol.messages.patch_doc").Serializer = _SyncedModels  # the module, not its class
 
 
 # -- shutdown --------------------------------------------------------------------------------------------------------

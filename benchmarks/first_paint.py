@@ -16,7 +16,8 @@ Timing API: on the wire (``transferSize``: compressed, 0 when served from the ca
 session: ``responseStart − requestStart`` of the page (the session is built inside the page's request) and, for
 rtdash, ``rtdash_session_build_seconds`` from ``/metrics`` (the time in ``create_app``).
 
-Prints a table per app and the issue-16 goals, MET or MISSED with the figure; ``--json`` also writes the figures.
+Prints a table per app and the issue-16 goals, MET or MISSED with the figure, and for a missed one where its time
+went (:func:`where`); ``--json`` also writes the figures.
 Benchmarks are measurements, never assertions.  The machine's load changes every figure: medians are printed, and
 the load average at the start and the end.
 """
@@ -231,11 +232,30 @@ def goals(results: dict[str, dict]) -> list[str]:
         ("first chart with data, cold (first page after start)", s.get("cold", {}).get("painted"), GOALS["cold"]),
         ("server time per new session (create_app)", result.get("session_build_ms"), GOALS["session_ms"]),
     ]
+    reasons = [where(s.get(kind)) for kind in ("warm", "repeat", "cold")]
+    reasons.append(f"the page request took {_ms(s['warm']['server_ms'])} ms in all" if "warm" in s else "")
     lines = []
-    for label, value, goal in checks:
+    for (label, value, goal), reason in zip(checks, reasons, strict=True):
         status = "?" if value is None else ("MET" if value <= goal else "MISSED")
         lines.append(f"{status:>6}  {label} <= {goal:.0f} ms: {_ms(value)} ms")
+        if status == "MISSED" and reason:
+            lines.append(f"        where the time went: {reason}")
     return lines
+
+
+def where(row: dict[str, Any] | None) -> str:
+    """The parts of a visit's time to its first chart, from its medians: the server's answer to the page request,
+    the page's JavaScript and CSS (fetched, parsed and run until DOMContentLoaded), the websocket's opening, and the
+    document's arrival, build and first paint."""
+    if not row or row.get("painted") is None:
+        return ""
+    parts = [
+        ("page request", row["first_byte"]),
+        (f"JavaScript and CSS until DOMContentLoaded ({_kb(row['decoded'])} decoded)", row["dcl"] - row["first_byte"]),
+        ("websocket open and first message", row["ws_first"] - row["dcl"]),
+        (f"document ({_kb(row['ws_bytes'])}) sent, built and painted", row["painted"] - row["ws_first"]),
+    ]
+    return "; ".join(f"{label} {_ms(ms)} ms" for label, ms in parts)
 
 
 def _ms(value) -> str:

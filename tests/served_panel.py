@@ -65,6 +65,7 @@ def refresh_views() -> list[str]:
 
 
 def report(signum, frame) -> None:
+    gc.unfreeze()  # the sessions rtdash.server froze out of the collector's scans are listed too
     lines = ["--- what the sessions wait for (SIGUSR2) ---"]
     for part in (sessions, tasks, refresh_views):
         try:

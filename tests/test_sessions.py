@@ -7,14 +7,19 @@ a forged token is one a client makes itself, as ``bokeh.util.token`` would."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sys
+import weakref
 
+import panel as pn
 import pytest
 import requests
 
-from tests.helpers import SCRIPT, bokeh_exchange, free_port, wait_until
+from rtdash import server as server_module
+from rtdash.app import create_app
+from tests.helpers import SCRIPT, PanelServer, bokeh_exchange, free_port, wait_until
 from tests.test_auth import APP, page_token
 from tests.test_embedding import fresh_token
 
@@ -171,3 +176,38 @@ def test_a_huge_malformed_message_gives_a_bounded_log_line_and_an_error_reply_wi
     longest = max(len(line) for line in output.splitlines())
     assert longest < 20_000, longest  # a message bounded at 2,000 characters, a traceback at 10,000
     assert len(output) < 200_000, len(output)
+
+
+def test_an_open_session_is_out_of_the_collectors_scans_and_back_in_them_once_it_ends(make_settings, monkeypatch):
+    """rtdash.server's ``_Collector``: a built session's objects go to the collector's permanent generation, which
+    its collections skip (``gc.get_objects`` does not list them); when the session ends they come back, so that
+    what the ended session leaves can be reclaimed, and they are frozen again only after a full collection."""
+    settings = make_settings(RTDASH_PRICE_INTERVAL="1h", RTDASH_WEATHER_INTERVAL="1h")
+    documents = []
+
+    def app():
+        view = create_app(settings)
+        documents.append(weakref.ref(pn.state.curdoc))
+        return view
+
+    lifetime = (server_module.FREEZE_AFTER + 5) * 1000  # the page's session (no websocket) ends after its freeze
+    server = PanelServer(app, unused_session_lifetime_milliseconds=lifetime, check_unused_sessions_milliseconds=250)
+    try:
+        server.new_session()
+        (document,) = documents
+
+        def listed() -> bool:
+            return any(o is document() for o in gc.get_objects())
+
+        wait_until(lambda: not listed(), timeout=60, interval=1.0, message="the open session to be frozen")
+        assert document().session_context is not None  # still open
+        monkeypatch.setattr(server_module, "FREEZE_AFTER", 120.0)  # the next freeze waits while the test looks
+        full = gc.get_stats()[2]["collections"]
+        wait_until(listed, timeout=60, interval=1.0, message="the ended session's objects back in the scans")
+        assert document().session_context is None  # it ended
+        server.on_loop(server_module.collector._freeze)  # the freeze due FREEZE_AFTER after the end, now
+        assert not listed()
+        assert gc.get_stats()[2]["collections"] > full  # after a full collection
+    finally:
+        server.stop()
+        gc.unfreeze()

@@ -133,6 +133,25 @@ class StatusBadge(JSComponent):
     history = param.String(default="", doc="What the provider's history filled and what is missing (history_line).")
 
     _stylesheets: ClassVar[list[str]] = [BADGE_CSS]
+
+    def _get_model(self, doc, root=None, parent=None, comm=None):
+        """Panel's model of the badge, on which a changed field is found at once (a new success: once per fetch and
+        session).
+
+        Panel's ``ReactiveESM._update_model`` looks every changed parameter up on the component's outer model
+        (``freeze_doc``: ``getattr(model, name, None)``, to find any Bokeh model among the values), but the badge's
+        fields live on its ``data`` model.  Bokeh answers a missing attribute with an ``AttributeError`` whose text
+        names the closest properties (``difflib``): two thirds of the cost of a badge update.  A plain attribute of
+        each field's name on the outer model, None (no Bokeh model in it), makes that lookup a dict hit; Bokeh
+        neither serializes nor validates it (no upstream report found).
+        """
+        model = super()._get_model(doc, root, parent, comm)
+        properties = model.properties()
+        for name in self.param:
+            if name not in JSComponent.param and name not in properties:
+                object.__setattr__(model, name, None)
+        return model
+
     _esm = """
 // 4 s, 3 min, 2 h, 5 d
 export function ago(ms) {

@@ -351,7 +351,9 @@ class StatusView(pn.viewable.Viewer):
         with one_message():
             for kind, badge in self._badges.items():
                 changed = {name: value for name, value in fields[kind].items() if getattr(badge, name) != value}
-                if changed:
+                if len(changed) == 1:  # a new success, once per fetch: param's update() first reads every value
+                    setattr(badge, *changed.popitem())
+                elif changed:
                     badge.param.update(changed)
             if self.banner.object != banner:
                 self.banner.param.update(object=banner, visible=bool(banner))

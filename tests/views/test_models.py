@@ -1,7 +1,7 @@
 """Bokeh's checks of a document's models (``bokeh.core.validation``): a served page does not run them (rtdash.server,
 ``skip_document_validation``: they took a fifth of the page request), so they run here, over every tab's models.
 And the messages that carry a change of those models to a page (``PATCH-DOC``): as Bokeh makes them, at the cost of
-what they carry (rtdash.server, ``_SyncedModels``), and a status badge's update, made once per fetch and session."""
+what they carry (rtdash.server, ``_patch_doc``), and a status badge's update, made once per fetch and session."""
 
 from __future__ import annotations
 

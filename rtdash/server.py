@@ -14,7 +14,7 @@ The same handlers are reached three ways:
 :func:`admit`, called before, refuses a session whose token no page was served with, and those over the caps
 (``RTDASH_MAX_SESSIONS``, ``RTDASH_MAX_SESSIONS_PER_CLIENT``).  Importing this module also makes Bokeh's ERROR
 replies to a client hold no traceback (:func:`_short_error`), and the changes sent to a page cost what they hold,
-not what the page's document holds (:func:`_patch_doc`).
+not what the page's document holds (:class:`_SyncedModels`).
 
 With ``--plugins rtdash.server`` (and ``python realtime_dashboard.py``) the Live tab's charts are drawn before the
 server listens (:func:`warm_up`), so the first page of a process does not wait for them; :func:`install` also
@@ -35,6 +35,7 @@ from __future__ import annotations
 import faulthandler
 import gc
 import hmac
+import importlib
 import json
 import logging
 import math
@@ -53,9 +54,7 @@ import panel as pn
 import tornado.web
 import tornado.websocket
 from bokeh.core.serialization import Ref, Serializer
-from bokeh.document.models import DocumentModelManager
 from bokeh.model import Model
-from bokeh.protocol.messages.patch_doc import PatchJson, patch_doc
 from bokeh.server.connection import ServerConnection
 from panel.io.resources import LOCAL_DIST
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -827,50 +826,32 @@ ServerConnection.error = _short_error
 
 
 class _SyncedModels(Serializer):
-    """Bokeh's ``Serializer`` for a ``PATCH-DOC`` message, which refers to a model the page already has (one of the
-    document's, not new since the last message) by its id: such a model is looked up when it is met."""
+    """The ``Serializer`` of Bokeh's ``patch_doc.create`` (bokeh/protocol/messages/patch_doc.py, 3.9.2), which refers
+    to a model the page already has by its id: such a model is looked up when it is met.
 
-    def __init__(self, models: DocumentModelManager):
-        super().__init__()
-        self._models = models
+    Bokeh's ``create`` hands its serializer every model of the document the page already has
+    (``synced_references``), and Bokeh's serializer makes a reference (``{"id": ...}``) for each of them before it
+    encodes anything: every change sent to a page cost a dict per model of its document, ~1,000 for a session of the
+    dashboard, for a message that streams one point, and those dicts made most of the garbage collector's work
+    besides.  This one keeps the set and makes a reference for a model of it only when the message holds the model;
+    what ``has_ref`` and ``get_ref`` answer is Bokeh's, and so are the message and the document's bookkeeping of new
+    models.  ``create`` is the one user of the name swapped below (no upstream report found).
+    """
 
-    def _synced(self, obj: Any) -> bool:
-        models = self._models
-        return isinstance(obj, Model) and models.get_by_id(obj.id) is obj and obj not in models._new_models
+    def __init__(self, *, references: set = frozenset(), **kwargs):
+        super().__init__(**kwargs)
+        self._synced = references
 
     def has_ref(self, obj: Any) -> bool:
-        return super().has_ref(obj) or self._synced(obj)
+        return super().has_ref(obj) or (isinstance(obj, Model) and obj in self._synced)
 
     def get_ref(self, obj: Any) -> Ref | None:
         ref = super().get_ref(obj)
-        return obj.ref if ref is None and self._synced(obj) else ref
+        return obj.ref if ref is None and isinstance(obj, Model) and obj in self._synced else ref
 
 
-def _patch_doc(cls: type[patch_doc], events: list, **metadata: Any) -> patch_doc:
-    """Bokeh's ``patch_doc.create`` (bokeh/protocol/messages/patch_doc.py, 3.9.2), with :class:`_SyncedModels`.
-
-    Bokeh's hands its ``Serializer`` the set of every model of the document the page already has
-    (``synced_references``), and the serializer makes a reference (``{"id": ...}``) for each of them before it
-    encodes anything: every change sent to a page cost a set and a dict per model of its document, ~1,000 for a
-    session of the dashboard, for a message that streams one point, and those dicts made most of the garbage
-    collector's work besides.  Here a model is looked up when it is met, and gets the same reference; the message
-    and the document's bookkeeping of new models are as Bokeh's (no upstream report found).
-    """
-    if not events:
-        raise ValueError("PATCH-DOC message requires at least one event")
-    docs = {event.document for event in events}
-    if len(docs) != 1:
-        raise ValueError("PATCH-DOC message configured with events for more than one document")
-    [doc] = docs
-    serializer = _SyncedModels(doc.models)
-    patch_json = PatchJson(events=serializer.encode(events))
-    doc.models.flush_synced(lambda model: not serializer.has_ref(model))
-    message = cls(cls.create_header(), metadata, patch_json)
-    message.add_buffers(*serializer.buffers)
-    return message
-
-
-patch_doc.create = classmethod(_patch_doc)
+bokeh_patch_doc = importlib.import_module("bokeh.protocol.messages.patch_doc")  # the module, not its class
+bokeh_patch_doc.Serializer = _SyncedModels
 
 
 # -- shutdown --------------------------------------------------------------------------------------------------------

@@ -141,9 +141,9 @@ class StatusBadge(JSComponent):
         Panel's ``ReactiveESM._update_model`` looks every changed parameter up on the component's outer model
         (``freeze_doc``: ``getattr(model, name, None)``, to find any Bokeh model among the values), but the badge's
         fields live on its ``data`` model.  Bokeh answers a missing attribute with an ``AttributeError`` whose text
-        names the closest properties (``difflib``): two thirds of the cost of a badge update.  A plain attribute of
-        each field's name on the outer model, None (no Bokeh model in it), makes that lookup a dict hit; Bokeh
-        neither serializes nor validates it (no upstream report found).
+        names the closest properties (``difflib``): a third of what a badge update cost (0.56 ms, timed alone).  A
+        plain attribute of each field's name on the outer model, None (no Bokeh model in it), makes that lookup a
+        dict hit; Bokeh neither serializes nor validates it (no upstream report found).
         """
         model = super()._get_model(doc, root, parent, comm)
         properties = model.properties()
@@ -351,7 +351,9 @@ class StatusView(pn.viewable.Viewer):
         with one_message():
             for kind, badge in self._badges.items():
                 changed = {name: value for name, value in fields[kind].items() if getattr(badge, name) != value}
-                if len(changed) == 1:  # a new success, once per fetch: param's update() first reads every value
+                # A new success, once per fetch, is one field: set alone, as param's update() first reads every
+                # value (0.37 ms against 0.23 per update).
+                if len(changed) == 1:
                     setattr(badge, *changed.popitem())
                 elif changed:
                     badge.param.update(changed)

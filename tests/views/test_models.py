@@ -1,7 +1,7 @@
 """Bokeh's checks of a document's models (``bokeh.core.validation``): a served page does not run them (rtdash.server,
 ``skip_document_validation``: they took a fifth of the page request), so they run here, over every tab's models.
 And the messages that carry a change of those models to a page (``PATCH-DOC``): as Bokeh makes them, at the cost of
-what they carry (rtdash.server, ``_patch_doc``), and a status badge's update, made once per fetch and session."""
+what they carry (rtdash.server, ``_SyncedModels``), and a status badge's update, made once per fetch and session."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_a_change_message_costs_what_it_holds_not_what_the_document_holds(monkey
 
 def test_a_badge_update_reaches_its_model_without_bokehs_spelling_hints(monkeypatch) -> None:
     """Panel looks a changed badge field up on the badge's outer model, where Bokeh answered with the closest
-    property names (difflib): two thirds of an update's cost.  The field reaches the page's model as before."""
+    property names (difflib): a third of an update's cost.  The field reaches the page's model as before."""
     doc = Document()
     badge = StatusBadge(kind="price", label="Prices", provider="Coinbase", last_success=1.0)
     root = badge.get_root(doc)

@@ -32,6 +32,7 @@ async def load(
     sessions: int = 20,
     duration: float = 30.0,
     interval: float = 1.0,
+    weather_interval: float | None = None,
     sample_every: float = 5.0,
     settle: float = 60.0,
     log=lambda line: None,
@@ -41,8 +42,9 @@ async def load(
     spec = APPS[app]
     if spec.kind != "bokeh":
         raise ValueError(f"load drives Bokeh sessions: {app!r} is not a Panel app")
-    # the price at the interval; weather ten times slower (Open-Meteo would not be asked every second)
-    env = {"RTDASH_PRICE_INTERVAL": f"{interval}s", "RTDASH_WEATHER_INTERVAL": f"{10 * interval}s"}
+    # the price at the interval; weather ten times slower unless told (the full run's ramp: twice as slow)
+    weather = 10 * interval if weather_interval is None else weather_interval
+    env = {"RTDASH_PRICE_INTERVAL": f"{interval}s", "RTDASH_WEATHER_INTERVAL": f"{weather}s"}
     with RecordingAPI() as api:
         served = await asyncio.to_thread(Served, spec, api, env)
         viewers: list[BokehViewer] = []
@@ -106,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds (the full run: 300)")
     parser.add_argument("--interval", type=float, default=1.0, help="price interval, seconds")
+    parser.add_argument("--weather-interval", type=float, help="seconds (default: ten price intervals)")
     args = parser.parse_args(argv)
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    result = asyncio.run(load(args.app, args.sessions, args.duration, args.interval, log=log))
+    result = asyncio.run(load(args.app, args.sessions, args.duration, args.interval, args.weather_interval, log=log))
     print(json.dumps(result, indent=2))
     return 0
 

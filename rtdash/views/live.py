@@ -232,13 +232,10 @@ class FigureTemplate:
         # The look of a selected, unselected or muted line as BokehJS derives it from the line's own ("auto"),
         # instead of three more glyph models per line that HoloViews and figure.line() make: the charts have no
         # selection tool and no Bokeh legend to mute with: three models fewer per renderer (a weather chart of seven
-        # cities has 123), which every session copies, serializes and sends, and every page builds.
+        # cities has 95 models without its markers: StreamingChart._mark), which every session copies, serializes and
+        # sends, and every page builds.
         for renderer in plot.state.select(GlyphRenderer):
             renderer.update(selection_glyph="auto", nonselection_glyph="auto", muted_glyph="auto")
-        markers = {
-            name: next(r for r in plot.state.renderers if r.data_source is source and isinstance(r.glyph, Scatter))
-            for name, source in sources.items()
-        }
         past = next(r for r in plot.state.renderers if r.tags == ["past"])
         colours = {r.name: r.glyph.line_color for r in plot.state.renderers if isinstance(r.glyph, Line)}
         boundary = next(a for a in plot.state.center if isinstance(a, Span) and a.tags == ["boundary"])
@@ -248,7 +245,6 @@ class FigureTemplate:
         self._ids = frozenset(model.id for model in doc.models)
         self._figure = plot.state.id
         self._sources = {name: source.id for name, source in sources.items()}
-        self._markers = {name: marker.id for name, marker in markers.items()}
         self._past = past.data_source.id
         self.colours = {name: colours[name] for name in sources}  # each series' line colour
         self._boundary = boundary.id
@@ -258,9 +254,9 @@ class FigureTemplate:
         self._spares_lock = threading.Lock()
         self._refilling = False
 
-    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], ColumnDataSource, Span]:
-        """A new figure, and its lines' data sources and marker renderers (by series), the data source of its
-        provider-history lines (one ``MultiLine``), and the rule between provider history and live points.
+    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], ColumnDataSource, Span]:
+        """A new figure, and its lines' data sources (by series), the data source of its provider-history lines (one
+        ``MultiLine``), and the rule between provider history and live points.
 
         A spare copy made ahead is handed out when there is one, and the spares are made again ``SPARE_DELAY``
         seconds later on the running event loop, one per loop turn, so that the loop serves what waits in between.
@@ -297,15 +293,14 @@ class FigureTemplate:
         if self._refilling:
             loop.add_callback(self._add_spare, loop)
 
-    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], dict[str, Model], ColumnDataSource, Span]:
+    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], ColumnDataSource, Span]:
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
-        markers = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._markers.items()}
         past = doc.get_model_by_id(ids[self._past])
         boundary = doc.get_model_by_id(ids[self._boundary])
         doc.remove_root(figure)
-        return figure, sources, markers, past, boundary
+        return figure, sources, past, boundary
 
 
 def _series(key) -> str:
@@ -377,7 +372,8 @@ class StreamingChart:
         self._live_seen = False  # whether the rule was placed with live points in the chart
 
         built = figure_template(kind, names, value, chart, template)
-        self.figure, self.sources, self.markers, self.past, self.boundary = built.copy()
+        self.figure, self.sources, self.past, self.boundary = built.copy()
+        self.markers: dict[str, GlyphRenderer] = {}  # per series, its markers' renderer, once it needed one (_mark)
         self._colours = built.colours
         self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
         history, past = split_past(history)
@@ -499,10 +495,28 @@ class StreamingChart:
         return max(ends) if ends else None
 
     def _mark(self, name: str) -> None:
-        """Show series ``name``'s points as markers while it has few (a no-op unless that changes)."""
+        """Show series ``name``'s points as markers while it has few (a no-op unless that changes).
+
+        The markers' renderer is made the first time the line has few points, not with the chart: a line that starts
+        with its backlog never needs one, and four models per series (renderer, glyph, view and filter) are a fifth
+        of a weather chart's, which every session copies, serializes and sends, and every page builds."""
         few = len(self.sources[name].data["time"]) <= MARKER_POINTS
-        if self.markers[name].visible != few:
-            self.markers[name].visible = few
+        marker = self.markers.get(name)
+        if marker is None and few:
+            # On the line's own data, in its colour, drawn over the lines; not under the hover tool (the line is).
+            colour = self._colours[name]
+            glyph = Scatter(x="time", y=self.value, size=7, line_color=colour, fill_color=colour)
+            marker = self.markers[name] = GlyphRenderer(
+                data_source=self.sources[name],
+                glyph=glyph,
+                name=name,
+                selection_glyph="auto",
+                nonselection_glyph="auto",
+                muted_glyph="auto",
+            )
+            self.figure.renderers = [*self.figure.renderers, marker]
+        elif marker is not None and marker.visible != few:
+            marker.visible = few
 
     def data(self, name: str) -> pd.DataFrame:
         """The points one series' line holds now, with naive UTC times."""
@@ -539,7 +553,8 @@ def _simulated(df: pd.DataFrame) -> bool:
 
 
 def setup_figure(plot, element) -> None:
-    """A HoloViews hook, run once per figure: follow the data in the browser, and name each line after its series.
+    """A HoloViews hook, run once per figure: follow the data in the browser, name each line after its series, and
+    add one renderer for the provider history of every series and the rule where live polling begins.
 
     The browser's ``DataRange1d`` follows the data and keeps a user's zoom or pan until reset, while new points are
     still streamed into the lines.  (HoloViews' own ``following``, with ranges set by the server, stops drawing new
@@ -564,11 +579,6 @@ def setup_figure(plot, element) -> None:
         if renderer is None:
             continue
         renderer.name = _series(key)
-        glyph = renderer.glyph
-        # The line's points as markers, on the line's own data (StreamingChart shows them while they are few).
-        figure.scatter(
-            x=glyph.x, y=glyph.y, source=renderer.data_source, size=7, color=glyph.line_color, name=renderer.name
-        )
     # The provider's history of every series: one line each in its series' colour, dashed and lighter, all drawn by
     # one renderer (StreamingChart fills it): a renderer, glyph and data source per series made up a third of the
     # chart's models, which every session copies and every page builds.

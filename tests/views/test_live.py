@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from bokeh.document import Document
 from bokeh.document.events import ColumnsStreamedEvent as ColumnsStreamed
-from bokeh.models import ColumnDataSource, HoverTool, MultiLine
+from bokeh.models import ColumnDataSource, HoverTool, MultiLine, Scatter
 from bokeh.settings import settings as bokeh_settings
 from panel.io.state import set_curdoc
 from tornado.ioloop import IOLoop
@@ -110,15 +110,14 @@ def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
     """``panel serve`` numbers models (``p123``); Panel in a notebook turns Bokeh's simple ids off (UUIDs)."""
     monkeypatch.setattr(bokeh_settings.simple_ids, "_user_value", where == "server")
     template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price")
-    figures, sources, markers, _, _ = zip(*(template.copy() for _ in range(2)), strict=True)
+    figures, sources, _, _ = zip(*(template.copy() for _ in range(2)), strict=True)
     models = [{m.id: m for m in figure.references()} for figure in figures]
     assert all(re.fullmatch(ID_FORMATS[where], id_) for ids in models for id_ in ids)
     assert not set(models[0]) & set(models[1]) and not set(models[0]) & template._ids
-    for figure, by_series, marks, ids in zip(figures, sources, markers, models, strict=True):
-        line, marker, past = figure.renderers  # the line, its markers, the provider history's lines (dashed)
+    for figure, by_series, ids in zip(figures, sources, models, strict=True):
+        line, past = figure.renderers  # the line and the provider history's lines (dashed); markers come when needed
         assert past.tags == ["past"] and template.colours == {"BTC": line.glyph.line_color}
-        assert by_series["BTC"] is line.data_source is marker.data_source and by_series["BTC"].id in ids
-        assert marks["BTC"] is marker
+        assert by_series["BTC"] is line.data_source and by_series["BTC"].id in ids
         assert figure.document is None  # ready for the session's document
         assert sorted(type(m).__name__ for m in ids.values()) == sorted(type(m).__name__ for m in models[0].values())
 
@@ -270,7 +269,9 @@ def test_a_single_reading_shows_as_a_marker_on_a_time_axis_that_reads_as_time() 
     the axis spans SPAN_INTERVALS intervals around it, and its ticks read as clock times at any zoom."""
     c = StreamingChart("price", ["BTC"], "price", 2.0, 1000, prices(["2026-01-01 00:00:00"], [1.0]), price_lines)
     marker = c.markers["BTC"]
-    assert marker.visible and marker.data_source is c.sources["BTC"]
+    assert marker.visible and marker.data_source is c.sources["BTC"] and marker in c.figure.renderers
+    assert (marker.glyph.x, marker.glyph.y) == ("time", "price")
+    assert marker.glyph.fill_color == marker.glyph.line_color == c.figure.renderers[0].glyph.line_color
     assert c.figure.x_range.default_span == SPAN_INTERVALS * 2.0 * 1000
     formatter = c.figure.xaxis[0].formatter
     assert [formatter.microseconds, formatter.milliseconds, formatter.seconds] == [
@@ -451,6 +452,17 @@ def test_the_provider_history_of_every_series_is_one_renderer_of_dashed_lines_in
     assert c.past.data["colour"] == colours[:2]
     assert past_values(c, "Oslo") == [1.0, 2.0] and past_values(c, "Rome") == [3.0, 4.0]
     assert len(c.figure.renderers) == 7  # a line and its markers per city, and one renderer of the dashed lines
+
+
+def test_a_line_that_starts_with_many_points_has_no_markers_to_copy_send_or_build() -> None:
+    """Markers are made for a line the first time it has few points (a fifth of a weather chart's models, which
+    every session would copy, serialize and send, and every page build), and hidden, not removed, once it has more."""
+    times = pd.date_range("2026-01-01", periods=MARKER_POINTS + 1, freq="1s").astype(str).tolist()
+    c = chart(length=1000, history=prices(times, [1.0] * len(times)))
+    assert c.markers == {} and [type(r.glyph).__name__ for r in c.figure.renderers] == ["Line", "MultiLine"]
+    assert not c.figure.select(Scatter)
+    c.send(prices(["2026-01-01 02:00:00"], [2.0]))  # a restart an hour later: one point left in the window
+    assert c.markers["BTC"].visible and c.figure.select(Scatter) == [c.markers["BTC"].glyph]
 
 
 def test_provider_history_keeps_to_the_charts_window() -> None:

@@ -214,9 +214,10 @@ class FigureTemplate:
 
     ``chart`` is the chart's declaration (an hvPlot ``NdOverlay``, one line per series), ``value`` the column its
     lines draw.  Drawing with HoloViews takes about 0.3 s per chart; a copy of the models it made, without the
-    template's points (:func:`copy_models`), about 0.1 s for a weather chart of seven cities, nearly all of it in
-    Bokeh's ``Document.from_json``: so a server's sessions get copies made ahead (``spares``, set by
-    :func:`warm_up`), between sessions (:meth:`copy`).
+    template's points (:func:`copy_models`), 34 ms for a weather chart of seven cities on an idle machine (0.1 s
+    and more on a busy one), nearly all of it in Bokeh's ``Document.from_json``: so a server's sessions get copies
+    made ahead (``spares``, set by :func:`warm_up`), between sessions (:meth:`copy`).  A copy comes with its lines'
+    markers or without them (:meth:`StreamingChart._mark`); the spares are made the way the last session asked.
     """
 
     def __init__(self, chart: hv.NdOverlay, value: str, spares: int = 0):
@@ -248,59 +249,99 @@ class FigureTemplate:
         self._past = past.data_source.id
         self.colours = {name: colours[name] for name in sources}  # each series' line colour
         self._boundary = boundary.id
+        self.value = value
 
         self.spares = spares
-        self._spares: list[tuple] = []  # copies made ahead
+        self._spares: list[Copy] = []  # copies made ahead, all with markers or all without (``_markers``)
+        self._markers = True  # whether the last session asked for markers (a new server's lines have few points)
         self._spares_lock = threading.Lock()
         self._refilling = False
 
-    def copy(self) -> tuple[Model, dict[str, ColumnDataSource], ColumnDataSource, Span]:
-        """A new figure, and its lines' data sources (by series), the data source of its provider-history lines (one
-        ``MultiLine``), and the rule between provider history and live points.
+    def copy(self, markers: bool = True) -> Copy:
+        """A new figure, its lines' data sources (by series), their markers' renderers (by series, visible; none
+        unless ``markers``), the data source of its provider-history lines (one ``MultiLine``), and the rule between
+        provider history and live points.
 
-        A spare copy made ahead is handed out when there is one, and the spares are made again ``SPARE_DELAY``
-        seconds later on the running event loop, one per loop turn, so that the loop serves what waits in between.
+        A spare copy made ahead is handed out when there is one of the kind asked for, and the spares are made again
+        (of that kind) ``SPARE_DELAY`` seconds later on the running event loop, one per loop turn, so that the loop
+        serves what waits in between.
         """
         with self._spares_lock:
+            if markers != self._markers:
+                self._markers, self._spares = markers, []
             spare = self._spares.pop() if self._spares else None
             loop = IOLoop.current(instance=False)
             if loop is not None and not self._refilling and len(self._spares) < self.spares:
                 self._refilling = True
                 loop.call_later(SPARE_DELAY, self._add_spare, loop)
-        return spare if spare is not None else self._copy()
+        return spare if spare is not None else self._copy(markers)
 
     def fill_spares(self) -> None:
         """Make copies, here and now, until ``spares`` are ready."""
         while len(self._spares) < self.spares:
-            spare = self._copy()
+            markers = self._markers
+            spare = self._copy(markers)
             with self._spares_lock:
-                self._spares.append(spare)
+                if markers == self._markers:
+                    self._spares.append(spare)
 
     def _add_spare(self, loop: IOLoop) -> None:
         with self._spares_lock:
             if len(self._spares) >= self.spares:  # filled meanwhile (fill_spares)
                 self._refilling = False
                 return
+            markers = self._markers
         try:
-            spare = self._copy()
+            spare = self._copy(markers)
         except Exception:  # pragma: no cover - a session then makes its own copy
             log.warning("could not make a spare copy of a chart", exc_info=True)
             spare = None
         with self._spares_lock:
-            if spare is not None:
+            if spare is not None and markers == self._markers:
                 self._spares.append(spare)
             self._refilling = spare is not None and len(self._spares) < self.spares
         if self._refilling:
             loop.add_callback(self._add_spare, loop)
 
-    def _copy(self) -> tuple[Model, dict[str, ColumnDataSource], ColumnDataSource, Span]:
+    def _copy(self, markers: bool) -> Copy:
         doc, ids = copy_models(self._json, self._ids)
         figure = doc.get_model_by_id(ids[self._figure])
         sources = {name: doc.get_model_by_id(ids[id_]) for name, id_ in self._sources.items()}
         past = doc.get_model_by_id(ids[self._past])
         boundary = doc.get_model_by_id(ids[self._boundary])
         doc.remove_root(figure)
-        return figure, sources, past, boundary
+        marks = add_markers(figure, sources, self.colours, self.value) if markers else {}
+        return Copy(figure, sources, marks, past, boundary)
+
+
+class Copy(NamedTuple):
+    """A session's copy of a chart (:meth:`FigureTemplate.copy`)."""
+
+    figure: Model
+    sources: dict[str, ColumnDataSource]  # by series
+    markers: dict[str, GlyphRenderer]  # by series: those made so far
+    past: ColumnDataSource  # the provider history's dashed lines
+    boundary: Span  # the rule where provider history ends and live polling begins
+
+
+def add_markers(
+    figure: Model, sources: dict[str, ColumnDataSource], colours: dict[str, str], value: str
+) -> dict[str, GlyphRenderer]:
+    """Draw the points of the lines ``sources`` (by series) as markers too, on the lines' own data, in their colours,
+    over the lines, and not under the hover tool (the line is); their renderers by series."""
+    markers = {}
+    for name, source in sources.items():
+        glyph = Scatter(x="time", y=value, size=7, line_color=colours[name], fill_color=colours[name])
+        markers[name] = GlyphRenderer(
+            data_source=source,
+            glyph=glyph,
+            name=name,
+            selection_glyph="auto",
+            nonselection_glyph="auto",
+            muted_glyph="auto",
+        )
+    figure.renderers = [*figure.renderers, *markers.values()]
+    return markers
 
 
 def _series(key) -> str:
@@ -371,24 +412,27 @@ class StreamingChart:
         self._past_lines: dict[str, Series] = {}  # per series, those points as drawn (with the breaks at gaps)
         self._live_seen = False  # whether the rule was placed with live points in the chart
 
-        built = figure_template(kind, names, value, chart, template)
-        self.figure, self.sources, self.past, self.boundary = built.copy()
-        self.markers: dict[str, GlyphRenderer] = {}  # per series, its markers' renderer, once it needed one (_mark)
-        self._colours = built.colours
-        self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
         history, past = split_past(history)
         split = split_rows(history, self.key, value, self.gap_ms)
         self.simulated = split.simulated
-        for name, source in self.sources.items():
+        lines = {}
+        for name in names:
             # Times as Bokeh keeps them (ms since the epoch), so that new points can be sent as plain numbers.
             times, values = split.series.get(name, Series([], []))
             first = bisect.bisect_left(times, times[-1] - self.window_ms) if times else 0
             first = max(first, len(times) - length)
-            times, values = times[first:], values[first:]
+            lines[name] = Series(times[first:], values[first:])
+        built = figure_template(kind, names, value, chart, template)
+        few = any(len(line.times) <= MARKER_POINTS for line in lines.values())
+        self.figure, self.sources, self.markers, self.past, self.boundary = built.copy(markers=few)
+        self._colours = built.colours
+        self.figure.x_range.default_span = SPAN_INTERVALS * interval * 1000
+        for name, source in self.sources.items():
+            times, values = lines[name]
             if times:
                 self.last[name] = times[-1]
             source.data = {"time": np.asarray(times, float), value: np.asarray(values, float)}
-            self._mark(name)
+        self._mark(self.sources)
         self._add_past(past)
 
     def send(self, df: pd.DataFrame) -> None:
@@ -403,10 +447,11 @@ class StreamingChart:
         split = split_rows(df, self.key, self.value, self.gap_ms)
         if split.simulated != self.simulated:
             self.last.clear()
-            for name, source in self.sources.items():
+            for source in self.sources.values():
                 source.data = {"time": np.array([], float), self.value: np.array([], float)}
-                self._mark(name)
+            self._mark(self.sources)
         self.simulated = split.simulated
+        streamed = []
         for name, (times, values) in split.series.items():
             source = self.sources.get(name)
             if source is None:
@@ -429,7 +474,8 @@ class StreamingChart:
             rollover = self.length if kept == len(held) else min(self.length, kept + len(times))
             # Plain lists of numbers: the smallest message for a few points.
             source.stream({"time": times, self.value: values}, rollover=rollover)
-            self._mark(name)
+            streamed.append(name)
+        self._mark(streamed)
         self._trim_past()
 
     def _newest(self) -> float | None:
@@ -494,29 +540,23 @@ class StreamingChart:
         ]
         return max(ends) if ends else None
 
-    def _mark(self, name: str) -> None:
-        """Show series ``name``'s points as markers while it has few (a no-op unless that changes).
+    def _mark(self, names: Collection[str]) -> None:
+        """Show the points of the series ``names`` as markers while a series has few (a no-op unless that changes).
 
-        The markers' renderer is made the first time the line has few points, not with the chart: a line that starts
-        with its backlog never needs one, and four models per series (renderer, glyph, view and filter) are a fifth
-        of a weather chart's, which every session copies, serializes and sends, and every page builds."""
-        few = len(self.sources[name].data["time"]) <= MARKER_POINTS
-        marker = self.markers.get(name)
-        if marker is None and few:
-            # On the line's own data, in its colour, drawn over the lines; not under the hover tool (the line is).
-            colour = self._colours[name]
-            glyph = Scatter(x="time", y=self.value, size=7, line_color=colour, fill_color=colour)
-            marker = self.markers[name] = GlyphRenderer(
-                data_source=self.sources[name],
-                glyph=glyph,
-                name=name,
-                selection_glyph="auto",
-                nonselection_glyph="auto",
-                muted_glyph="auto",
-            )
-            self.figure.renderers = [*self.figure.renderers, marker]
-        elif marker is not None and marker.visible != few:
-            marker.visible = few
+        A chart whose lines all start with more points comes without markers (:meth:`FigureTemplate.copy`), and a
+        series gets its markers' renderer the first time its line has few points: four models per series (renderer,
+        glyph, view and filter) are a fifth of a weather chart's, which every session copies, serializes and sends,
+        and every page builds (a copy of a weather chart without them: 34 ms instead of 47 on an idle machine)."""
+        needed = {}
+        for name in names:
+            few = len(self.sources[name].data["time"]) <= MARKER_POINTS
+            marker = self.markers.get(name)
+            if marker is None and few:
+                needed[name] = self.sources[name]
+            elif marker is not None and marker.visible != few:
+                marker.visible = few
+        if needed:
+            self.markers.update(add_markers(self.figure, needed, self._colours, self.value))
 
     def data(self, name: str) -> pd.DataFrame:
         """The points one series' line holds now, with naive UTC times."""

@@ -110,16 +110,19 @@ def test_each_copy_of_a_chart_has_models_of_its_own(where, monkeypatch) -> None:
     """``panel serve`` numbers models (``p123``); Panel in a notebook turns Bokeh's simple ids off (UUIDs)."""
     monkeypatch.setattr(bokeh_settings.simple_ids, "_user_value", where == "server")
     template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price")
-    figures, sources, _, _ = zip(*(template.copy() for _ in range(2)), strict=True)
+    figures, sources, markers, _, _ = zip(*(template.copy(markers=m) for m in (False, True)), strict=True)
     models = [{m.id: m for m in figure.references()} for figure in figures]
     assert all(re.fullmatch(ID_FORMATS[where], id_) for ids in models for id_ in ids)
     assert not set(models[0]) & set(models[1]) and not set(models[0]) & template._ids
-    for figure, by_series, ids in zip(figures, sources, models, strict=True):
-        line, past = figure.renderers  # the line and the provider history's lines (dashed); markers come when needed
+    for figure, by_series, marks, ids in zip(figures, sources, markers, models, strict=True):
+        line, past, *marker = figure.renderers  # the line, the provider history's lines (dashed), the markers if asked
         assert past.tags == ["past"] and template.colours == {"BTC": line.glyph.line_color}
         assert by_series["BTC"] is line.data_source and by_series["BTC"].id in ids
+        assert marker == list(marks.values()) and all(m.data_source is line.data_source for m in marker)
         assert figure.document is None  # ready for the session's document
-        assert sorted(type(m).__name__ for m in ids.values()) == sorted(type(m).__name__ for m in models[0].values())
+        extra = {m.id for r in marker for m in (r, r.glyph, r.view, r.view.filter)}  # the markers' own models
+        kinds = sorted(type(m).__name__ for id_, m in ids.items() if id_ not in extra)
+        assert kinds == sorted(type(m).__name__ for m in models[0].values())
 
 
 def test_spare_copies_are_handed_out_first_and_made_again_on_the_event_loop(monkeypatch) -> None:
@@ -142,6 +145,29 @@ def test_spare_copies_are_handed_out_first_and_made_again_on_the_event_loop(monk
     figures = [*taken, *(spare[0] for spare in template._spares)]
     ids = [{m.id for m in figure.references()} for figure in figures]
     assert sum(map(len, ids)) == len(set().union(*ids))  # no model shared by two copies
+
+
+def test_spares_are_made_with_markers_or_without_as_the_last_session_asked(monkeypatch) -> None:
+    """A session whose lines start with more than MARKER_POINTS points takes a copy without markers; the spares are
+    then made that way, and the other way again once a session asks for markers."""
+    monkeypatch.setattr(live, "SPARE_DELAY", 0.0)
+    template = FigureTemplate(price_lines(placeholder_rows("price", ["BTC"])), "price", spares=1)
+    template.fill_spares()
+    kinds = []
+
+    async def session(markers: bool) -> None:
+        IOLoop.current()
+        kinds.append(bool(template.copy(markers=markers).markers))
+        while not template._spares or template._refilling:
+            await asyncio.sleep(0.05)
+        kinds.append(bool(template._spares[0].markers))
+
+    plain(asyncio.run, asyncio.wait_for(session(False), 30))
+    plain(asyncio.run, asyncio.wait_for(session(True), 30))
+    assert kinds == [False, False, True, True]
+    full = pd.date_range("2026-01-01", periods=MARKER_POINTS + 1, freq="1s").astype(str).tolist()
+    assert chart(length=1000, history=prices(full, [1.0] * len(full))).markers == {}
+    assert list(chart(length=1000, history=prices(full[:2], [1.0, 2.0])).markers) == ["BTC"]
 
 
 def test_spares_filled_meanwhile_are_not_made_again(monkeypatch) -> None:

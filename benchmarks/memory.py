@@ -48,17 +48,16 @@ def census(settings) -> tuple[float | None, collections.Counter]:
     collection, with the charts' spare copies all made (the sessions took some, made again a few seconds later:
     counted full every time, not as they happen to be)."""
     warm_up(settings)
-    gc.unfreeze()  # what rtdash.server froze out of the collector's scans is counted (and collected) too
-    gc.collect()
+    collect_all()
     traced = tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else None
     return traced, collections.Counter(type(o).__qualname__ for o in gc.get_objects())
 
 
-def census_count() -> int:
-    """The objects the garbage collector tracks, after a full collection, those frozen by rtdash.server included."""
+def collect_all() -> None:
+    """A full collection, of the objects rtdash.server froze out of the collector's scans too (put back first, so
+    that they are collected, and listed by ``gc.get_objects``)."""
     gc.unfreeze()
     gc.collect()
-    return len(gc.get_objects())
 
 
 async def one_round(server: PanelServer, n: int, seconds: float) -> dict[str, Any]:
@@ -71,7 +70,7 @@ async def one_round(server: PanelServer, n: int, seconds: float) -> dict[str, An
             break
         await asyncio.sleep(0.5)
     open_rss = rss_mb()
-    open_objects = await asyncio.to_thread(server.on_loop, census_count)
+    open_objects = await asyncio.to_thread(server.on_loop, lambda: (collect_all(), len(gc.get_objects()))[1])
     updated = sum(1 for v in viewers if v.arrivals.items)
     await asyncio.gather(*(v.close() for v in viewers))
     for _ in range(120):  # sessions are destroyed a moment after their websocket closes

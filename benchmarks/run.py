@@ -169,8 +169,13 @@ class Served:
                 env["BENCH_PREFILL"] = str(prefill)
             # rtdash's /health and /metrics from startup, the way its docs serve it
             serve_args = ["--plugins", "rtdash.server"] if spec.name == "rtdash" else []
-            serve_args += ["--unused-session-lifetime", str(unused_session_lifetime_ms)]  # the last one given counts
-            self.app = ServedApp(script, env=env, cwd=self._tmp.name, serve_args=serve_args)
+            self.app = ServedApp(
+                script,
+                env=env,
+                cwd=self._tmp.name,
+                serve_args=serve_args,
+                unused_session_lifetime_ms=unused_session_lifetime_ms,
+            )
             self.app.wait_ready()
         self.url = self.app.url.rstrip("/") + spec.route
         self.pid = self.app.proc.pid

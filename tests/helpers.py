@@ -93,7 +93,10 @@ class ServedApp:
         cwd: str | os.PathLike | None = None,
         command: list[str] | None = None,
         port: int | None = None,
+        unused_session_lifetime_ms: int = 1000,
     ):
+        """``unused_session_lifetime_ms``: how long Bokeh keeps a session no websocket is connected to (its default
+        is 15 s; 1 s here, so that a closed session goes fast)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._own_cwd = cwd is None  # a folder of its own, removed by stop()
@@ -120,7 +123,7 @@ class ServedApp:
                 "--check-unused-sessions",
                 "500",
                 "--unused-session-lifetime",
-                "1000",
+                str(unused_session_lifetime_ms),
                 *serve_args,
             ]
             if args:
